@@ -1,0 +1,186 @@
+"""The `outreach` command line: a thin layer over the library; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from outreach import __version__
+from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK, UserError, one_line
+
+
+class App:
+    """What every command shares: the config path, loaded only by commands that need it."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = config_path
+        self._config = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            from outreach.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("config.toml"), show_default=True, metavar="PATH",
+              help="The campaign configuration.")
+@click.version_option(__version__, prog_name="outreach")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """Letters to members of Congress, merged from a contact list and Jinja2 templates.
+
+    Dry run is the default everywhere: nothing is sent without --live.
+    """
+    ctx.obj = App(config_path)
+
+
+# -- config -------------------------------------------------------------------
+
+@cli.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("check")
+@pass_app
+def config_check(app: App) -> int:
+    """Validate config.toml and say what it sets up (secrets are never shown)."""
+    cfg = app.config
+    click.echo(f"{cfg.path}: valid")
+    click.echo(f"  sender: {cfg.sender.name} <{cfg.sender.email}>")
+    click.echo(f"  transport: {cfg.delivery.transport}; database: {redact_url(cfg.database_url)}")
+    any_missing = False
+    for name, campaign in sorted(cfg.campaigns.items()):
+        problems = []
+        for label, path in (("contacts", campaign.contacts), ("templates", campaign.templates)):
+            if not cfg.resolve(path).exists():
+                problems.append(f"{label} {path} not found")
+        any_missing = any_missing or bool(problems)
+        state = "; ".join(problems) if problems else "ok"
+        click.echo(f"  campaign {name}: {campaign.contacts} + {campaign.templates}: {state}")
+    key_env = cfg.sendgrid.api_key_env
+    click.echo(f"  ${key_env}: {'set' if os.environ.get(key_env) else 'not set'}")
+    return EXIT_ATTENTION if any_missing else EXIT_OK
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+# -- contacts -----------------------------------------------------------------
+
+@cli.group()
+def contacts() -> None:
+    """Check contact lists and import the official legislator files."""
+
+
+@contacts.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def contacts_check(file: Path, as_json: bool) -> int:
+    """Check a contact list: every problem with its line, column, value and reason.
+
+    Exit 0 when every row is valid, 1 when some were rejected, 2 when the file
+    cannot be used.
+    """
+    from outreach.contacts import read_contacts
+
+    result = read_contacts(file)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        delim = {"tab": "tab", ",": "comma", ";": "semicolon"}[result.delimiter]
+        click.echo(f"{file}: {result.rows} rows, {len(result.contacts)} valid, "
+                   f"{len(result.rejected_lines)} rejected ({result.encoding}, {delim}-separated)")
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        for p in result.problems:
+            shown = f" {one_line(p.value)!r}" if p.value else ""
+            click.echo(f"line {p.line}, column {p.column}:{shown} {p.reason}")
+    if not result.contacts:
+        if not as_json:
+            click.echo(f"outreach: {file}: no valid row; fix the problems above", err=True)
+        return EXIT_BAD_INPUT
+    return EXIT_ATTENTION if result.problems else EXIT_OK
+
+
+@contacts.command("import-legislators")
+@click.argument("legislators_csv", type=click.Path(path_type=Path))
+@click.option("--committees", "membership_csv", type=click.Path(path_type=Path),
+              help="committee-membership-current.csv from congress-legislators.")
+@click.option("--emails", "emails_csv", type=click.Path(path_type=Path),
+              help="A CSV with bioguide_id,email (members publish no addresses).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the contact list.")
+def contacts_import(legislators_csv: Path, membership_csv: Path | None, emails_csv: Path | None,
+                    out: Path) -> int:
+    """Turn the official congress-legislators CSV files into a contact list."""
+    from outreach.legislators import import_legislators
+
+    result = import_legislators(legislators_csv, membership_csv, emails_csv, out)
+    click.echo(f"{out}: {result.members} members ({result.senators} senators, "
+               f"{result.representatives} House members), "
+               f"{result.with_committees} with committees")
+    if result.without_email:
+        click.echo(f"{len(result.without_email)} members have no email yet; add them to "
+                   f"{emails_csv or 'an --emails CSV (bioguide_id,email)'}:")
+        for bioguide, name in result.without_email:
+            click.echo(f"  {bioguide}  {name}")
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
+# -- entry point ----------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure a user can cause ends as one line and an exit code."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (what main() passes to sys.exit)."""
+    try:
+        rv = cli.main(args=argv, prog_name="outreach", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_BAD_INPUT
+    except click.Abort:
+        click.echo("outreach: aborted; nothing more was done", err=True)
+        return EXIT_ATTENTION
+    except UserError as e:
+        for problem in e.problems:
+            click.echo(f"outreach: {problem}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("outreach: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("OUTREACH_DEBUG"):
+            raise
+        click.echo(f"outreach: internal error: {type(e).__name__}: {one_line(str(e))}; "
+                   "this is a bug: run again with OUTREACH_DEBUG=1 for the details and report it",
+                   err=True)
+        return EXIT_ATTENTION
+    return rv if isinstance(rv, int) else EXIT_OK

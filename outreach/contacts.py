@@ -1,0 +1,357 @@
+"""Contact lists as people really keep them: read, normalise, validate, report by row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from outreach.addresses import normalise_email
+from outreach.errors import UserError
+from outreach.geography import (
+    ALL_CODES, DELEGATE_SEATS, HOUSE_SEATS, RESIDENT_COMMISSIONER_SEATS, TERRITORIES, normalise_state)
+
+# Header spellings seen in real lists, mapped to our column names.
+ALIASES = {
+    "e_mail": "email", "email_address": "email", "e_mail_address": "email", "mail": "email",
+    "bioguide": "bioguide_id", "bioguideid": "bioguide_id",
+    "firstname": "first_name", "first": "first_name", "given_name": "first_name",
+    "lastname": "last_name", "last": "last_name", "surname": "last_name", "family_name": "last_name",
+    "fullname": "full_name", "name": "full_name",
+    "type": "chamber",
+}
+NAME_FIELDS = ("full_name", "first_name", "last_name", "nickname", "middle_name", "suffix", "staffer")
+CHAMBERS = {
+    "senate": "senate", "sen": "senate", "senator": "senate", "s": "senate",
+    "house": "house", "rep": "house", "representative": "house", "h": "house",
+}
+BIOGUIDE = re.compile(r"^[A-Z]\d{6}$")
+COMMITTEE = re.compile(r"^[A-Z]{4}(\d{2})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why one cell of one row was rejected; `line` is the spreadsheet row (header = 1)."""
+
+    line: int
+    column: str
+    value: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {"line": self.line, "column": self.column, "value": self.value, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One recipient: a member of Congress or a staffer of their office."""
+
+    line: int
+    email: str
+    full_name: str
+    first_name: str
+    last_name: str
+    chamber: str          # "senate" or "house"
+    state: str            # two-letter code
+    district: int | None  # House only; 0 = at large
+    bioguide_id: str
+    party: str
+    committees: tuple[str, ...]
+    staffer: str
+    fields: dict[str, str] = field(hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        """The recipient's identity in a campaign: the email, compared case-insensitively."""
+        return self.email.lower()
+
+    @property
+    def full_committees(self) -> frozenset[str]:
+        """Full-committee codes: SSAS for SSAS or its subcommittee SSAS13."""
+        return frozenset(c[:4] for c in self.committees)
+
+
+@dataclass
+class ContactList:
+    """What one file gave: the valid contacts, every problem, how it was read."""
+
+    path: Path
+    encoding: str
+    delimiter: str
+    rows: int
+    contacts: list[Contact]
+    problems: list[Problem]
+    notes: list[str]
+
+    @property
+    def rejected_lines(self) -> set[int]:
+        return {p.line for p in self.problems}
+
+    def as_dict(self) -> dict:
+        return {
+            "file": str(self.path),
+            "rows": self.rows,
+            "valid": len(self.contacts),
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "notes": self.notes,
+            "problems": [p.as_dict() for p in self.problems],
+        }
+
+
+def normalise_header(name: str) -> str:
+    """'  First Name ' -> 'first_name'; known aliases to our names."""
+    key = re.sub(r"[\s\-.]+", "_", name.strip().lower()).strip("_")
+    return ALIASES.get(key, key)
+
+
+def normalise_chamber(value: str) -> str | None:
+    return CHAMBERS.get(value.strip().lower().rstrip("."))
+
+
+def _decode(path: Path, raw: bytes) -> tuple[str, str, list[str]]:
+    """(text, encoding, notes): UTF-8 with or without BOM, else Windows-1252, said so."""
+    if raw.startswith(b"PK\x03\x04") or raw.startswith(b"\xd0\xcf\x11\xe0"):
+        raise UserError(f"{path}: this is a spreadsheet workbook, not CSV; "
+                        "save it as 'CSV UTF-8' and check that file")
+    try:
+        return raw.decode("utf-8-sig"), "utf-8", []
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: line {line}: not UTF-8 or Windows-1252 text; "
+                            "save it as 'CSV UTF-8'") from None
+        note = (f"not valid UTF-8 (first at line {line}); read as Windows-1252: check accented "
+                "names, and save the file as 'CSV UTF-8' next time")
+        return text, "cp1252", [note]
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter used in the header line: comma, semicolon or tab, whichever is most used."""
+    header = text.split("\n", 1)[0]
+    counts = {d: header.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_contacts(path: str | Path) -> ContactList:
+    """Read and validate a contact list; bad rows become problems, never exceptions.
+
+    Raises UserError only when the file as a whole cannot be used (unreadable,
+    not CSV, a required column missing).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: contact list not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give the contact list's CSV file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the contact list: {e.strerror}") from None
+    text, encoding, notes = _decode(path, raw)
+    if "\x00" in text:
+        raise UserError(f"{path}: contains NUL bytes, so it is not a text CSV file; export it as 'CSV UTF-8'")
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UserError(f"{path}: the file is empty; it needs a header row (email, full_name, chamber, state, district)") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: line 1: cannot read the header: {e}") from None
+    columns = _columns(path, header)
+    checker = _RowChecker(columns)
+    contacts: list[Contact] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    rows = 0
+    line = 1
+    while True:
+        line += 1  # one spreadsheet row per record, even when a quoted cell spans lines
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            rows += 1
+            problems.append(Problem(line, "", "", f"cannot read this row: {e}"))
+            continue
+        if not any(c.strip() for c in cells):
+            continue
+        rows += 1
+        contact, row_problems = checker.check(line, cells)
+        if contact is not None:
+            first = seen.get(contact.key)
+            if first is not None:
+                row_problems.append(Problem(line, columns.display("email"), contact.email,
+                                            f"duplicate recipient: same email as line {first}; "
+                                            "the first is kept"))
+                contact = None
+            else:
+                seen[contact.key] = line
+        problems.extend(row_problems)
+        if contact is not None:
+            contacts.append(contact)
+    return ContactList(path, encoding, "tab" if delimiter == "\t" else delimiter, rows,
+                       contacts, problems, notes)
+
+
+class _Columns:
+    """The header: our column names, their positions and how the file spelled them."""
+
+    def __init__(self, names: list[str], shown: list[str]):
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        self._shown = dict(zip(names, shown))
+
+    def display(self, name: str) -> str:
+        return self._shown.get(name, name)
+
+
+def _columns(path: Path, header: list[str]) -> _Columns:
+    names, shown = [], []
+    for i, cell in enumerate(header):
+        name = normalise_header(cell) or f"column_{i + 1}"
+        if name in names:
+            first = shown[names.index(name)]
+            raise UserError(f"{path}: line 1: columns {first!r} and {cell.strip()!r} both mean "
+                            f"{name!r}; rename or remove one")
+        names.append(name)
+        shown.append(cell.strip() or name)
+    missing = [c for c in ("email", "chamber", "state") if c not in names]
+    if "full_name" not in names and not {"first_name", "last_name"} <= set(names):
+        missing.append("full_name (or first_name and last_name)")
+    if missing:
+        found = ", ".join(shown) or "nothing"
+        raise UserError(f"{path}: line 1: required column {', '.join(missing)} missing "
+                        f"(found: {found}); add it to the header row")
+    return _Columns(names, shown)
+
+
+class _RowChecker:
+    """Turns one row's cells into a Contact, or into the problems that reject it."""
+
+    def __init__(self, columns: _Columns):
+        self.columns = columns
+
+    def check(self, line: int, cells: list[str]) -> tuple[Contact | None, list[Problem]]:
+        cols = self.columns
+        problems: list[Problem] = []
+
+        def bad(name: str, value: str, reason: str) -> None:
+            problems.append(Problem(line, cols.display(name), value, reason))
+
+        if len(cells) > len(cols.names):
+            extra = [c for c in cells[len(cols.names):] if c.strip()]
+            if extra:
+                bad(cols.names[-1], extra[0].strip(),
+                    f"{len(cells)} cells but the header has {len(cols.names)} columns; "
+                    "quote cells that contain the delimiter")
+                return None, problems
+        values = {}
+        for name, i in cols.index.items():
+            v = cells[i].strip() if i < len(cells) else ""
+            if name in NAME_FIELDS or name in ("email", "state", "chamber", "district", "bioguide_id"):
+                v = " ".join(v.split())
+            values[name] = v
+
+        email_raw = values.get("email", "")
+        email = None
+        if not email_raw:
+            bad("email", "", "missing: every recipient needs an email address")
+        else:
+            email, reason = normalise_email(email_raw)
+            if reason:
+                bad("email", email_raw, f"not a valid email address: {reason}")
+
+        full_name = values.get("full_name", "")
+        first, last = values.get("first_name", ""), values.get("last_name", "")
+        if not full_name and not (first and last):
+            bad("full_name" if "full_name" in cols.index else "last_name", full_name or last,
+                "missing name: fill full_name, or first_name and last_name")
+
+        chamber_raw = values.get("chamber", "")
+        chamber = normalise_chamber(chamber_raw) if chamber_raw else None
+        if not chamber_raw:
+            bad("chamber", "", "missing: senate or house")
+        elif chamber is None:
+            bad("chamber", chamber_raw, "not a chamber: use senate or house (sen and rep work too)")
+
+        state_raw = values.get("state", "")
+        state = normalise_state(state_raw) if state_raw else None
+        if not state_raw:
+            bad("state", "", "missing: a two-letter state or territory code")
+        elif state is None:
+            bad("state", state_raw, "not a U.S. state or territory code (50 states, DC, AS, GU, MP, PR, VI)")
+
+        district = self._district(values, chamber, state, bad)
+
+        bioguide = values.get("bioguide_id", "").upper()
+        if bioguide and not BIOGUIDE.match(bioguide):
+            bad("bioguide_id", values["bioguide_id"], "not a bioguide id (a letter and six digits, e.g. S001198)")
+
+        committees = tuple(c.strip().upper() for c in re.split(r"[;,]", values.get("committees", "")) if c.strip())
+        for code in committees:
+            if not COMMITTEE.match(code):
+                bad("committees", values["committees"],
+                    f"{code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
+                break
+
+        if problems:
+            return None, problems
+        if not last:
+            last = _last_name(full_name)
+        return Contact(
+            line=line, email=email or "", full_name=full_name, first_name=first, last_name=last,
+            chamber=chamber or "", state=state or "", district=district, bioguide_id=bioguide,
+            party=values.get("party", ""), committees=committees, staffer=values.get("staffer", ""),
+            fields=values,
+        ), problems
+
+    @staticmethod
+    def _district(values, chamber, state, bad) -> int | None:
+        raw = values.get("district", "")
+        if chamber == "senate":
+            if state in TERRITORIES:
+                bad("chamber", values.get("chamber", ""),
+                    f"{state} ({ALL_CODES[state]}) has no senators; its member sits in the House")
+            elif raw:
+                bad("district", raw, "a senator has no district: leave it empty, or check the chamber")
+            return None
+        if chamber != "house" or state is None:
+            return None
+        if not raw:
+            bad("district", "", "missing for a House member: a number, or 0 / AL for at large")
+            return None
+        if raw.upper() in ("AL", "AT-LARGE", "AT LARGE", "0", "00"):
+            return 0
+        if not raw.isdigit():
+            bad("district", raw, "not a district: a number, or 0 / AL for at large")
+            return None
+        number = int(raw)
+        seats = HOUSE_SEATS[state]
+        if seats == 1:
+            kind = ("Delegate" if state in DELEGATE_SEATS else
+                    "Resident Commissioner" if state in RESIDENT_COMMISSIONER_SEATS else "Representative")
+            bad("district", raw, f"{state} elects its {kind} at large: use 0 or AL")
+            return None
+        if number > seats:
+            bad("district", raw, f"{state} has {seats} districts")
+            return None
+        return number
+
+
+_SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}
+
+
+def _last_name(full_name: str) -> str:
+    """The surname from a full name when no last_name column exists: 'Henry C. Johnson, Jr.' -> 'Johnson'."""
+    words = full_name.replace(",", " ").split()
+    while len(words) > 1 and words[-1].lower() in _SUFFIXES:
+        words.pop()
+    return words[-1] if words else ""

@@ -1,0 +1,23 @@
+"""The errors a user can cause, each shown as one line and an exit code."""
+
+from __future__ import annotations
+
+# Exit codes (DESIGN.md): 0 done, 1 ran but something needs attention,
+# 2 bad input or configuration and nothing was done.
+EXIT_OK = 0
+EXIT_ATTENTION = 1
+EXIT_BAD_INPUT = 2
+
+
+def one_line(text: str) -> str:
+    """Text with any line breaks folded, so data cannot split a message."""
+    return " ".join(str(text).split("\n")).replace("\r", " ")
+
+
+class UserError(Exception):
+    """A problem the user can fix: one line per problem, naming the file, row or key."""
+
+    def __init__(self, *problems: str, exit_code: int = EXIT_BAD_INPUT):
+        self.problems = [one_line(p) for p in problems]
+        self.exit_code = exit_code
+        super().__init__("\n".join(self.problems))

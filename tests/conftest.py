@@ -1,0 +1,60 @@
+"""Shared fixtures: the CLI runner, the ../shared data, small files built per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip with a clear reason on a user's machine; in CI a missing dependency is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    need((SHARED / "congress" / "contacts-congress.csv").exists(),
+         f"the shared Congress data is not at {SHARED} (clone ../shared beside the project)")
+    return SHARED
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def outreach(capsys, monkeypatch):
+    """Run the real CLI in-process: outreach("contacts", "check", path) -> Result."""
+    from outreach.cli import run
+
+    def invoke(*args: str | os.PathLike, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+def assert_no_traceback(result: Result) -> None:
+    text = result.out + result.err
+    assert "Traceback" not in text, text
+    assert "internal error" not in text, text
