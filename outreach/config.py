@@ -1,159 +1,271 @@
-"""Load and validate config.toml: unknown keys are errors, paths are relative to the file."""
+"""Load and validate config.toml: unknown keys are errors, paths are relative to the file.
+
+Validation is plain code rather than a schema library: it keeps every command's
+start-up instant and lets each message name the exact key and say what to write.
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Any, Callable
 
 from outreach.errors import UserError
 
 DEFAULT_CONFIG = "config.toml"
 CAMPAIGN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MISSING: Any = object()
 
 
-class _Section(BaseModel):
-    # strict: "10" is not silently an integer, 1.5 is not silently a count.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class _Table:
+    """One TOML table being read: typed getters that record problems instead of raising."""
+
+    def __init__(self, data: dict, where: str, problems: list[str], path: Path):
+        self.data = data
+        self.where = where          # "[delivery]" or "[campaigns.x.audience]"
+        self.problems = problems
+        self.path = path
+        self.seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.where} {key}" if self.where else key
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{self.path}: {self._key(key)}: {message}")
+
+    def get(self, key: str, kind: type | tuple, default: Any = _MISSING, what: str = "",
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                self.problems.append(f"{self.path}: {self._key(key)} is required")
+                return None
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML integers are fine where a number is wanted; booleans never are.
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            self.problem(key, f"should be {what or _kind_name(kinds)} (got {value!r})")
+            return default if default is not _MISSING else None
+        if check is not None:
+            message = check(value)
+            if message:
+                self.problem(key, f"{message} (got {value!r})")
+                return default if default is not _MISSING else None
+        return value
+
+    def text(self, key: str, default: Any = _MISSING, check=None) -> Any:
+        return self.get(key, str, default, "a string in quotes", check)
+
+    def number(self, key: str, default: Any, low: float, high: float, integer: bool = False) -> Any:
+        def in_range(v):
+            return None if low < v <= high else f"should be more than {low:g} and at most {high:g}"
+
+        value = self.get(key, int if integer else (int, float), default,
+                         "a whole number" if integer else "a number", in_range)
+        return value if integer or value is None else float(value)
+
+    def strings(self, key: str, check=None) -> list[str]:
+        value = self.get(key, list, [], "a list of strings, like [\"a\", \"b\"]")
+        out = []
+        for item in value or []:
+            if not isinstance(item, str):
+                self.problem(key, f"should hold only strings (got {item!r})")
+                continue
+            message = check(item) if check else None
+            if message:
+                self.problem(key, f"{message} (got {item!r})")
+                continue
+            out.append(item)
+        return out
+
+    def table(self, key: str, required: bool = False) -> "_Table":
+        self.seen.add(key)
+        value = self.data.get(key, _MISSING)
+        where = f"[{key}]" if not self.where else f"[{self.where.strip('[]')}.{key}]"
+        if value is _MISSING:
+            if required:
+                self.problems.append(f"{self.path}: {where} is required")
+            value = {}
+        elif not isinstance(value, dict):
+            self.problems.append(f"{self.path}: {self._key(key)}: should be a table ([{key}] section)")
+            value = {}
+        return _Table(value, where, self.problems, self.path)
+
+    def done(self) -> None:
+        """Every key not read is unknown: name it."""
+        for key in self.data:
+            if key not in self.seen:
+                self.problems.append(f"{self.path}: unknown key {self._key(key)}; "
+                                     "check its spelling or remove it")
 
 
-def _check_email(value: str) -> str:
+def _kind_name(kinds: tuple) -> str:
+    names = {str: "a string", int: "a number", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _email_problem(value: str) -> str | None:
     from outreach.addresses import check_email
 
     problem = check_email(value)
-    if problem:
-        raise ValueError(problem)
-    return value
+    return f"not a valid email address: {problem}" if problem else None
 
 
-def _check_env_name(value: str) -> str:
-    if not ENV_NAME.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
-    return value
+def _env_problem(value: str) -> str | None:
+    if ENV_NAME.match(value):
+        return None
+    return "should be the NAME of an environment variable (letters, digits, _), not its value"
 
 
-class Sender(_Section):
-    name: str = Field(min_length=1)
+def _url_problem(value: str) -> str | None:
+    return None if re.match(r"^https?://[^/\s]+", value) else "should be a URL like https://api.sendgrid.com"
+
+
+@dataclass(frozen=True)
+class Sender:
+    name: str
     email: str
     reply_to: str | None = None
     organization: str | None = None
     address: str | None = None
     phone: str | None = None
 
-    _email = field_validator("email", "reply_to")(
-        lambda v: v if v is None else _check_email(v))
 
-
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class Delivery(_Section):
-    transport: Literal["outbox", "sendgrid", "smtp"] = "outbox"
+@dataclass(frozen=True)
+class Delivery:
+    transport: str = "outbox"
     outbox_dir: Path = Path("outbox")
-    batch_size: PositiveInt = 100
-    rate_per_minute: Annotated[float, Field(gt=0, le=60_000)] = 60.0
-    concurrency: Annotated[int, Field(gt=0, le=64)] = 4
-    max_attempts: Annotated[int, Field(gt=0, le=20)] = 5
-    timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-
-    @field_validator("rate_per_minute", "timeout_s", mode="before")
-    @classmethod
-    def _int_is_a_number(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("outbox_dir", mode="before")
-    @classmethod
-    def _path(cls, v: Any) -> Any:
-        return Path(v) if isinstance(v, str) else v
+    batch_size: int = 100
+    rate_per_minute: float = 60.0
+    concurrency: int = 4
+    max_attempts: int = 5
+    timeout_s: float = 30.0
 
 
-class SendGrid(_Section):
+@dataclass(frozen=True)
+class SendGrid:
     api_host: str = "https://api.sendgrid.com"
     api_key_env: str = "SENDGRID_API_KEY"
     webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"
 
-    _env = field_validator("api_key_env", "webhook_public_key_env")(_check_env_name)
 
-    @field_validator("api_host")
-    @classmethod
-    def _host(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"{v!r} is not a URL like https://api.sendgrid.com")
-        return v.rstrip("/")
-
-
-class Database(_Section):
-    url: str | None = None
+@dataclass(frozen=True)
+class Audience:
+    chamber: str | None = None
+    states: tuple[str, ...] = ()
+    parties: tuple[str, ...] = ()
+    committees: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
 
-class Audience(_Section):
-    chamber: Literal["senate", "house"] | None = None
-    states: list[str] = []
-    parties: list[str] = []
-    committees: list[str] = []
-    include: list[str] = []
-    exclude: list[str] = []
-
-    @field_validator("chamber", mode="before")
-    @classmethod
-    def _chamber(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            from outreach.contacts import normalise_chamber
-
-            return normalise_chamber(v) or v
-        return v
-
-    @field_validator("states")
-    @classmethod
-    def _states(cls, v: list[str]) -> list[str]:
-        from outreach.geography import normalise_state
-
-        out = []
-        for s in v:
-            code = normalise_state(s)
-            if code is None:
-                raise ValueError(f"{s!r} is not a U.S. state or territory code")
-            out.append(code)
-        return out
-
-    @field_validator("committees")
-    @classmethod
-    def _committees(cls, v: list[str]) -> list[str]:
-        return [c.strip().upper() for c in v]
-
-
-class Campaign(_Section):
+@dataclass(frozen=True)
+class Campaign:
     contacts: Path
     templates: Path
     audience: Audience = Audience()
     subject: str | None = None
 
-    @field_validator("contacts", "templates", mode="before")
-    @classmethod
-    def _path(cls, v: Any) -> Any:
-        return Path(v) if isinstance(v, str) else v
 
-
-class Settings(_Section):
+@dataclass(frozen=True)
+class Settings:
     sender: Sender
     delivery: Delivery = Delivery()
     sendgrid: SendGrid = SendGrid()
-    database: Database = Database()
-    campaigns: dict[str, Campaign] = {}
+    database_url: str | None = None
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
 
-    @field_validator("campaigns")
-    @classmethod
-    def _names(cls, v: dict[str, Campaign]) -> dict[str, Campaign]:
-        for name in v:
-            if not CAMPAIGN_NAME.match(name):
-                raise ValueError(
-                    f"campaign name {name!r}: use lower-case letters, digits, - and _ "
-                    "(it names folders and SendGrid categories)")
-        return v
+
+TRANSPORTS = ("outbox", "sendgrid", "smtp")
+
+
+def _read_settings(data: dict, path: Path) -> Settings:
+    problems: list[str] = []
+    top = _Table(data, "", problems, path)
+
+    s = top.table("sender", required=True)
+    sender = Sender(
+        name=s.text("name", check=lambda v: None if v.strip() else "should not be empty"),
+        email=s.text("email", check=_email_problem),
+        reply_to=s.text("reply_to", None, check=_email_problem),
+        organization=s.text("organization", None),
+        address=s.text("address", None),
+        phone=s.text("phone", None),
+    )
+    s.done()
+
+    d = top.table("delivery")
+    delivery = Delivery(
+        transport=d.text("transport", "outbox",
+                         check=lambda v: None if v in TRANSPORTS else f"should be one of {', '.join(TRANSPORTS)}"),
+        outbox_dir=Path(d.text("outbox_dir", "outbox")),
+        batch_size=d.number("batch_size", 100, 0, 100_000, integer=True),
+        rate_per_minute=d.number("rate_per_minute", 60.0, 0, 60_000),
+        concurrency=d.number("concurrency", 4, 0, 64, integer=True),
+        max_attempts=d.number("max_attempts", 5, 0, 20, integer=True),
+        timeout_s=d.number("timeout_s", 30.0, 0, 600),
+    )
+    d.done()
+
+    g = top.table("sendgrid")
+    sendgrid = SendGrid(
+        api_host=(g.text("api_host", SendGrid.api_host, check=_url_problem) or "").rstrip("/"),
+        api_key_env=g.text("api_key_env", SendGrid.api_key_env, check=_env_problem),
+        webhook_public_key_env=g.text("webhook_public_key_env", SendGrid.webhook_public_key_env,
+                                      check=_env_problem),
+    )
+    g.done()
+
+    db = top.table("database")
+    database_url = db.text("url", None)
+    db.done()
+
+    campaigns: dict[str, Campaign] = {}
+    all_campaigns = top.table("campaigns")
+    for name in list(all_campaigns.data):
+        if not CAMPAIGN_NAME.match(name):
+            problems.append(f"{path}: campaign name {name!r}: use lower-case letters, digits, - and _ "
+                            "(it names folders and SendGrid categories)")
+            all_campaigns.seen.add(name)
+            continue
+        c = all_campaigns.table(name)
+        campaigns[name] = Campaign(
+            contacts=Path(c.text("contacts") or "."),
+            templates=Path(c.text("templates") or "."),
+            audience=_read_audience(c.table("audience")),
+            subject=c.text("subject", None),
+        )
+        c.done()
+    top.done()
+    if problems:
+        raise UserError(*problems)
+    return Settings(sender, delivery, sendgrid, database_url, campaigns)
+
+
+def _read_audience(a: _Table) -> Audience:
+    from outreach.contacts import normalise_chamber
+    from outreach.geography import normalise_state
+
+    chamber = a.text("chamber", None, check=lambda v: None if normalise_chamber(v)
+                     else "should be \"senate\" or \"house\"")
+    audience = Audience(
+        chamber=normalise_chamber(chamber) if chamber else None,
+        states=tuple(normalise_state(s) for s in a.strings(
+            "states", check=lambda v: None if normalise_state(v) else "not a U.S. state or territory code")),
+        parties=tuple(a.strings("parties")),
+        committees=tuple(c.strip().upper() for c in a.strings(
+            "committees", check=lambda v: None if re.match(r"^[A-Za-z]{4}(\d{2})?$", v.strip())
+            else "not a committee code like SSAS or HSFA")),
+        include=tuple(a.strings("include")),
+        exclude=tuple(a.strings("exclude")),
+    )
+    a.done()
+    return audience
 
 
 class Config:
@@ -164,7 +276,6 @@ class Config:
         self.base_dir = path.parent
         self.settings = settings
 
-    # Convenience views, so callers do not repeat the path arithmetic.
     @property
     def sender(self) -> Sender:
         return self.settings.sender
@@ -191,7 +302,7 @@ class Config:
 
     @property
     def database_url(self) -> str:
-        url = self.settings.database.url
+        url = self.settings.database_url
         if url is None:
             return f"sqlite:///{self.base_dir / 'outreach.db'}"
         # A relative SQLite path is relative to the config file, like every other path.
@@ -208,43 +319,12 @@ class Config:
                 return names[0], self.campaigns[names[0]]
             if not names:
                 raise UserError(f"{self.path}: no [campaigns.NAME] section; add one")
-            raise UserError(
-                f"{self.path} has {len(names)} campaigns ({', '.join(names)}): "
-                "choose one with --campaign NAME")
+            raise UserError(f"{self.path} has {len(names)} campaigns ({', '.join(names)}): "
+                            "choose one with --campaign NAME")
         if name not in self.campaigns:
             known = ", ".join(names) or "none"
             raise UserError(f"{self.path}: no campaign {name!r} (campaigns: {known})")
         return name, self.campaigns[name]
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    """('campaigns', 'x', 'audience', 'chamber') -> '[campaigns.x.audience] chamber'."""
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    if not parts:
-        return "top level"
-    if len(parts) == 1:
-        return f"[{parts[0]}]" if parts[0] in Settings.model_fields else repr(parts[0])
-    return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
-
-
-def describe_validation_error(path: Path, err: ValidationError) -> list[str]:
-    """One line per problem, naming the file and the key."""
-    lines = []
-    for e in err.errors():
-        loc = e["loc"]
-        where = _where(loc)
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            msg = f"{path}: unknown key {where}; check its spelling or remove it"
-        elif kind == "missing":
-            msg = f"{path}: {where} is required"
-        else:
-            text = e["msg"].removeprefix("Value error, ")
-            shown = e.get("input")
-            suffix = f" (got {shown!r})" if kind != "value_error" and not isinstance(shown, dict) else ""
-            msg = f"{path}: {where}: {text}{suffix}"
-        lines.append(msg)
-    return lines
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
@@ -253,8 +333,9 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise UserError(
-            f"{path}: config file not found; run from the project folder or pass --config PATH") from None
+        raise UserError(f"{path}: config file not found; run from the project folder or pass --config PATH") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; --config takes the config.toml file") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read config file: {e.strerror}") from None
     try:
@@ -263,8 +344,4 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
         raise UserError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: invalid TOML: {e}") from None
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as e:
-        raise UserError(*describe_validation_error(path, e)) from None
-    return Config(path.resolve(), settings)
+    return Config(path.resolve(), _read_settings(data, path))

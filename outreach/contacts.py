@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class Problem:
         return {"line": self.line, "column": self.column, "value": self.value, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Contact:
     """One recipient: a member of Congress or a staffer of their office."""
 
@@ -60,7 +61,7 @@ class Contact:
     party: str
     committees: tuple[str, ...]
     staffer: str
-    fields: dict[str, str] = field(hash=False, compare=False)
+    fields: dict[str, str]
 
     @property
     def key(self) -> str:
@@ -238,6 +239,9 @@ class _RowChecker:
 
     def __init__(self, columns: _Columns):
         self.columns = columns
+        # Cells that must be one line: names and identifiers, never addresses or notes.
+        self.single_line = [n for n in columns.names
+                            if n in NAME_FIELDS or n in ("email", "state", "chamber", "district", "bioguide_id")]
 
     def check(self, line: int, cells: list[str]) -> tuple[Contact | None, list[Problem]]:
         cols = self.columns
@@ -253,12 +257,15 @@ class _RowChecker:
                     f"{len(cells)} cells but the header has {len(cols.names)} columns; "
                     "quote cells that contain the delimiter")
                 return None, problems
-        values = {}
-        for name, i in cols.index.items():
-            v = cells[i].strip() if i < len(cells) else ""
-            if name in NAME_FIELDS or name in ("email", "state", "chamber", "district", "bioguide_id"):
-                v = " ".join(v.split())
-            values[name] = v
+        values = dict(zip(cols.names, map(str.strip, cells)))
+        if len(cells) < len(cols.names):
+            # Spreadsheets often drop trailing empty cells.
+            for name in cols.names[len(cells):]:
+                values[name] = ""
+        for name in self.single_line:
+            v = values[name]
+            if "  " in v or "\n" in v or "\r" in v or "\t" in v:
+                values[name] = " ".join(v.split())
 
         email_raw = values.get("email", "")
         email = None
@@ -295,9 +302,9 @@ class _RowChecker:
         if bioguide and not BIOGUIDE.match(bioguide):
             bad("bioguide_id", values["bioguide_id"], "not a bioguide id (a letter and six digits, e.g. S001198)")
 
-        committees = tuple(c.strip().upper() for c in re.split(r"[;,]", values.get("committees", "")) if c.strip())
+        committees = _committee_codes(values.get("committees", ""))
         for code in committees:
-            if not COMMITTEE.match(code):
+            if not _is_committee(code):
                 bad("committees", values["committees"],
                     f"{code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
                 break
@@ -344,6 +351,16 @@ class _RowChecker:
             bad("district", raw, f"{state} has {seats} districts")
             return None
         return number
+
+
+@functools.lru_cache(maxsize=4096)
+def _committee_codes(cell: str) -> tuple[str, ...]:
+    return tuple(c.strip().upper() for c in re.split(r"[;,]", cell) if c.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_committee(code: str) -> bool:
+    return bool(COMMITTEE.match(code))
 
 
 _SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}

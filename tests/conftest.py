@@ -58,3 +58,56 @@ def assert_no_traceback(result: Result) -> None:
     text = result.out + result.err
     assert "Traceback" not in text, text
     assert "internal error" not in text, text
+
+
+SAMPLE_CONFIG = """
+[sender]
+name = "Jordan Organizer"
+email = "jordan@advocacy.example.org"
+organization = "Advocacy Network"
+
+[delivery]
+outbox_dir = "outbox"
+
+[campaigns.korea-exception]
+contacts = "contacts.csv"
+templates = "{templates}"
+{extra}
+"""
+
+
+@dataclass
+class Project:
+    """A throwaway project folder: config.toml, a contact list, the real templates."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    def write_config(self, extra: str = "", templates: Path | None = None) -> Path:
+        self.config.write_text(SAMPLE_CONFIG.format(
+            templates=templates or ROOT / "templates" / "korea-exception", extra=extra), encoding="utf-8")
+        return self.config
+
+    def write_contacts(self, text: str, name: str = "contacts.csv") -> Path:
+        path = self.root / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def runs(self, campaign: str = "korea-exception") -> list[Path]:
+        folder = self.root / "outbox" / campaign
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) if folder.exists() else []
+
+    def leftovers(self, campaign: str = "korea-exception") -> list[Path]:
+        folder = self.root / "outbox" / campaign
+        return list(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    p = Project(tmp_path)
+    p.write_config()
+    shutil.copy(ROOT / "contacts" / "sample.csv", tmp_path / "contacts.csv")
+    return p

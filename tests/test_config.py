@@ -39,7 +39,7 @@ def test_the_shipped_config_is_valid_and_documents_every_key(outreach):
                 "max_attempts", "timeout_s", "api_host", "api_key_env", "webhook_public_key_env"):
         assert key in text
     r = outreach("--config", ROOT / "config.toml", "config", "check")
-    assert "config.toml: valid" in r.out, r.out + r.err
+    assert r.code == 0 and "config.toml: valid" in r.out, r.out + r.err
 
 
 def test_defaults_and_paths_relative_to_the_config_folder(tmp_path, monkeypatch):
@@ -66,7 +66,7 @@ def test_relative_sqlite_url_is_relative_to_the_config(tmp_path):
     ("[delivery]\ntransport = \"pigeon\"\n", "[delivery] transport"),
     ("[sendgrid]\napi_key_env = \"SG.abc-def\"\n", "[sendgrid] api_key_env"),
     ("[sendgrid]\napi_host = \"api.sendgrid.com\"\n", "[sendgrid] api_host"),
-    ("[colour]\nx = 1\n", "unknown key 'colour'"),
+    ("[colour]\nx = 1\n", "unknown key colour"),
     ("[campaigns.test.audience]\nstates = [\"Atlantis\"]\n", "[campaigns.test.audience] states"),
     ("[campaigns.test.audience]\nchamber = \"lords\"\n", "[campaigns.test.audience] chamber"),
     ("[campaigns.test.audience]\nparty = [\"D\"]\n", "unknown key [campaigns.test.audience] party"),

@@ -1,0 +1,227 @@
+"""Dry run of 10,000 recipients, whole process, beside the `mailmerge` package.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python bench/dryrun.py [RECIPIENTS]
+
+Recipients are built from ../shared/congress/contacts-congress.csv (each
+office repeated with a numbered address). mailmerge gets an equivalent
+template: the same paragraphs (it imports our _content.j2), the same forms
+of address, text and HTML parts. Prints rows/s for both, the ratio, and the
+render-only rate of our templates. Targets: >= 2x mailmerge's rows/s, and
+the whole dry run at >= 70% of the render-only rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "congress" / "contacts-congress.csv"
+TEMPLATES = ROOT / "templates" / "korea-exception"
+
+CONFIG = """
+[sender]
+name = "Bench Organizer"
+email = "organizer@advocacy.example.org"
+organization = "Bench Advocacy Network"
+
+[delivery]
+outbox_dir = "{outbox}"
+
+[campaigns.bench]
+contacts = "recipients.csv"
+templates = "{templates}"
+"""
+
+# The mailmerge template: the row's columns turned into the same `member`
+# our templates see, then the same paragraphs from _content.j2.
+MAILMERGE_TEMPLATE = r"""{% import "_content.j2" as c -%}
+{%- set senate = chamber == "senate" -%}
+{%- set title = "Senator" if senate else ("Resident Commissioner" if state == "PR" else ("Delegate" if state in ["DC", "AS", "GU", "MP", "VI"] else "Representative")) -%}
+{%- set codes = committees.split(";") -%}
+{%- set m = {"armed_services_committee": ("Senate" if senate else "House") ~ " Armed Services Committee",
+             "foreign_affairs_committee": "Senate Foreign Relations Committee" if senate else "House Foreign Affairs Committee"} -%}
+{%- set s = {"organization": "Bench Advocacy Network"} -%}
+TO: "{{ full_name }}" <{{ email }}>
+SUBJECT: End the Korea landmine exception and join the Mine Ban Treaty
+FROM: Bench Organizer <organizer@advocacy.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="boundary"
+
+--boundary
+Content-Type: text/plain; charset=utf-8
+
+The Honorable {{ full_name }}
+{{ "United States Senate" if senate else "U.S. House of Representatives" }}
+{{ office_address or "Washington, DC" }}
+
+Dear {{ title }} {{ last_name }}:
+
+{{ c.opening(m, s) | wordwrap(72) }}
+
+{{ c.policy | wordwrap(72) }}
+
+{{ c.case | wordwrap(72) }}
+
+{{ c.norm | wordwrap(72) }}
+{% if senate %}
+
+{{ c.senate | wordwrap(72) }}
+{% endif %}{% if "SSAS" in codes or "HSAS" in codes %}
+
+{{ c.armed_services(m) | wordwrap(72) }}
+{% endif %}{% if "SSFR" in codes or "HSFA" in codes %}
+
+{{ c.foreign_affairs(m) | wordwrap(72) }}
+{% endif %}
+
+{{ c.asks_intro }}
+
+  1. {{ c.ask_exception | wordwrap(67) }}
+  2. {{ c.ask_accession | wordwrap(67) }}
+  3. {{ c.ask_vote | wordwrap(67) }}
+
+{{ c.closing | wordwrap(72) }}
+
+Sincerely,
+
+Bench Organizer
+Bench Advocacy Network
+organizer@advocacy.example.org
+
+--boundary
+Content-Type: text/html; charset=utf-8
+
+<html><body>
+<p>The Honorable {{ full_name }}<br>{{ "United States Senate" if senate else "U.S. House of Representatives" }}<br>{{ office_address or "Washington, DC" }}</p>
+<p>Dear {{ title }} {{ last_name }}:</p>
+<p>{{ c.opening(m, s) }}</p>
+<p>{{ c.policy }}</p>
+<p>{{ c.case }}</p>
+<p>{{ c.norm }}</p>
+{% if senate %}<p>{{ c.senate }}</p>{% endif %}
+{% if "SSAS" in codes or "HSAS" in codes %}<p>{{ c.armed_services(m) }}</p>{% endif %}
+{% if "SSFR" in codes or "HSFA" in codes %}<p>{{ c.foreign_affairs(m) }}</p>{% endif %}
+<p>{{ c.asks_intro }}</p>
+<ol><li>{{ c.ask_exception }}</li><li>{{ c.ask_accession }}</li><li>{{ c.ask_vote }}</li></ol>
+<p>{{ c.closing }}</p>
+<p>Sincerely,</p>
+<p>Bench Organizer<br>Bench Advocacy Network<br>organizer@advocacy.example.org</p>
+</body></html>
+
+--boundary--
+"""
+
+MAILMERGE_CONF = """[smtp_server]
+host = localhost
+port = 25
+security = Never
+username = bench
+"""
+
+
+def build_recipients(path: Path, n: int) -> None:
+    with open(SHARED, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for i in range(n):
+            row = dict(rows[i % len(rows)])
+            local, domain = row["email"].split("@")
+            row["email"] = f"{local}.{i}@{domain}"
+            w.writerow(row)
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def render_only_rate(work: Path) -> float:
+    sys.path.insert(0, str(ROOT))
+    from outreach.config import load_config
+    from outreach.contacts import read_contacts
+    from outreach.letters import TemplateSet
+
+    cfg = load_config(work / "config.toml")
+    contacts = read_contacts(work / "recipients.csv").contacts
+    templates = TemplateSet(TEMPLATES, cfg.sender, "bench")
+    templates.render(contacts[0])
+    t0 = time.perf_counter()
+    for c in contacts:
+        templates.render(c)
+    return len(contacts) / (time.perf_counter() - t0)
+
+
+def file_creation_floor(folder: Path, n: int) -> float:
+    """Seconds this machine takes to create n small files in `folder`: the floor under any outbox."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for i in range(n):
+        (folder / f"{i:08d}.eml").write_bytes(b"x" * 8000)
+    elapsed = time.perf_counter() - t0
+    shutil.rmtree(folder)
+    return elapsed
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    if not SHARED.exists():
+        sys.exit(f"needs {SHARED}")
+    outreach = shutil.which("outreach") or str(Path(sys.executable).with_name("outreach"))
+    mailmerge = shutil.which("mailmerge") or str(Path(sys.executable).with_name("mailmerge"))
+    if not Path(mailmerge).exists():
+        sys.exit("mailmerge is not installed: pip install -e '.[bench]'")
+    # The outbox on the project's disk, as users run it, and on tmpfs, which takes
+    # this machine's file-creation cost out and leaves our own code.
+    places = [("disk", None)]
+    if Path("/dev/shm").is_dir():
+        places.append(("tmpfs", Path("/dev/shm")))
+    results = {}
+    with tempfile.TemporaryDirectory(dir=ROOT.parent if os.access(ROOT.parent, os.W_OK) else None) as tmp:
+        work = Path(tmp)
+        build_recipients(work / "recipients.csv", n)
+        shutil.copy(TEMPLATES / "_content.j2", work / "_content.j2")
+        (work / "mailmerge_template.txt").write_text(MAILMERGE_TEMPLATE)
+        (work / "mailmerge_server.conf").write_text(MAILMERGE_CONF)
+        for label, base in places:
+            outbox = Path(tempfile.mkdtemp(dir=base)) if base else work / "outbox"
+            (work / "config.toml").write_text(CONFIG.format(templates=TEMPLATES, outbox=outbox))
+            runs = []
+            for _ in range(3):
+                runs.append(timed([outreach, "--config", str(work / "config.toml"), "send"], work))
+                shutil.rmtree(outbox / "bench")
+            floor = file_creation_floor(outbox / "floor", n)
+            results[label] = (statistics.median(runs), floor)
+            shutil.rmtree(outbox, ignore_errors=True)
+        theirs = timed([mailmerge, "--dry-run", "--no-limit", "--output-format", "raw",
+                        "--template", "mailmerge_template.txt", "--database", "recipients.csv",
+                        "--config", "mailmerge_server.conf"], work)
+        render = statistics.median(render_only_rate(work) for _ in range(3))
+
+    theirs_rate = n / theirs
+    print(f"recipients: {n}; outreach times are the median of 3 runs")
+    print(f"{'mailmerge --dry-run (prints to /dev/null)':46} {theirs:7.2f} s  {theirs_rate:9,.0f} rows/s")
+    print(f"{'outreach render-only (subject, text, html)':46} {n / render:7.2f} s  {render:9,.0f} rows/s")
+    for label, (seconds, floor) in results.items():
+        rate = n / seconds
+        print(f"{'outreach send (dry run), outbox on ' + label:46} {seconds:7.2f} s  {rate:9,.0f} rows/s"
+              f"   {rate / theirs_rate:5.1f}x mailmerge   {rate / render:4.0%} of render-only")
+        print(f"{'  (creating ' + str(n) + ' files there takes)':46} {floor:7.2f} s")
+    print("targets: >= 2x mailmerge's rows/s; the whole dry run >= 70% of the render-only rate")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The dry run: every letter rendered and written to the outbox; nothing sent, the ledger untouched.
+
+Each letter is rendered once and written as it is rendered, into a hidden
+folder that is published only when every letter succeeded: the preflight
+and the writing are one pass. Large runs are split across processes (on
+systems that can fork), since rendering is CPU-bound and one core is the
+limit otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from outreach.campaign import Plan
+from outreach.errors import UserError
+from outreach.message import message_for
+from outreach.outbox import OutboxRun
+from outreach.progress import Progress
+
+PARALLEL_FROM = 1000  # below this, starting workers costs more than it saves
+
+
+@dataclass
+class DryRunResult:
+    folder: Path
+    written: int
+    workers: int
+
+
+def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = None) -> DryRunResult:
+    """Render and write each recipient's letter; a template error removes the run's folder."""
+    recipients = plan.recipients[:limit] if limit is not None else plan.recipients
+    if workers is None:
+        workers = _default_workers(len(recipients))
+    with OutboxRun(cfg.outbox_dir, plan.name) as run, Progress(len(recipients), "writing letters") as progress:
+        if workers > 1:
+            _write_parallel(plan, cfg, run, recipients, workers, progress)
+        else:
+            try:
+                _write_range(plan, cfg, run, recipients, 0, len(recipients), progress.advance)
+            except _LetterFailed as failed:
+                raise failed.error from None
+        folder = run.publish()
+    return DryRunResult(folder, len(recipients), workers)
+
+
+def _default_workers(count: int) -> int:
+    """One process per core for large runs; OUTREACH_WORKERS overrides (1 = no extra processes)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    wanted = os.environ.get("OUTREACH_WORKERS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    if count < PARALLEL_FROM:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
+
+
+def _write_range(plan: Plan, cfg, run: OutboxRun, recipients, start: int, stop: int, advance) -> None:
+    """Write recipients[start:stop]; a failure is re-raised as _LetterFailed with its index."""
+    render, sender, name = plan.templates.render, cfg.sender, plan.name
+    for i in range(start, stop):
+        contact = recipients[i]
+        try:
+            run.write(message_for(render(contact), sender, name), contact.bioguide_id)
+        except UserError as e:
+            raise _LetterFailed(i, e) from None
+        advance()
+
+
+class _LetterFailed(Exception):
+    def __init__(self, index: int, error: UserError):
+        super().__init__(index, str(error))
+        self.index = index
+        self.error = error
+
+
+# What forked workers inherit: set just before the pool starts, never pickled.
+_JOB: dict = {}
+
+
+def _worker(start: int, stop: int) -> tuple[list[list[str]], tuple[int, str] | None]:
+    """Write recipients[start:stop]; return the manifest rows, or the first failure (index, message)."""
+    plan, cfg, run, recipients, counter = (_JOB[k] for k in ("plan", "cfg", "run", "recipients", "counter"))
+    run.rows = []
+    done = 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if done % 50 == 0:
+            with counter.get_lock():
+                counter.value += 50
+
+    try:
+        _write_range(plan, cfg, run, recipients, start, stop, advance)
+    except _LetterFailed as failed:
+        return run.rows, (failed.index, str(failed.error))
+    with counter.get_lock():
+        counter.value += done % 50
+    return run.rows, None
+
+
+def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, progress: Progress) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("i", 0)
+    _JOB.update(plan=plan, cfg=cfg, run=run, recipients=recipients, counter=counter)
+    size = -(-len(recipients) // workers)
+    bounds = [(i, min(i + size, len(recipients))) for i in range(0, len(recipients), size)]
+    try:
+        with ProcessPoolExecutor(max_workers=len(bounds), mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, a, b) for a, b in bounds]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.1)
+                progress.advance(counter.value - progress.done)
+            results = [f.result() for f in futures]
+    finally:
+        _JOB.clear()
+    failures = [failure for _, failure in results if failure is not None]
+    if failures:
+        # Report the failure a sequential run would have met first.
+        raise UserError(min(failures)[1])
+    run.rows = [row for rows, _ in results for row in rows]
+    progress.advance(len(recipients) - progress.done)

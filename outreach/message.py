@@ -1,0 +1,142 @@
+"""A letter as a message to send, and its RFC 5322 form (.eml), built fast and safely.
+
+Headers carry contact data, so every header value is cleaned of CR/LF and
+control characters before it is written: nothing from a contact list can add
+a header. Bodies that are plain ASCII go as they are (7bit); anything else is
+quoted-printable UTF-8, so any mail reader parses them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import re
+from dataclasses import dataclass, replace
+from email.header import Header
+from email.utils import formataddr, formatdate
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a transport sends: addresses, subject, text and HTML, and our identifiers."""
+
+    letter_id: str
+    campaign: str
+    from_name: str
+    from_email: str
+    to_name: str
+    to_email: str
+    subject: str
+    text: str
+    html: str
+    reply_to: str | None = None
+
+    def as_test_to(self, address: str) -> "Message":
+        """The same letter sent to `address` instead, marked [TEST] in the subject."""
+        return replace(self, to_email=address, to_name="", subject=f"[TEST] {self.subject}")
+
+
+def message_for(letter, sender, campaign: str) -> Message:
+    """The message for a rendered letter, from the [sender] in config."""
+    return Message(
+        letter_id=letter.letter_id, campaign=campaign,
+        from_name=sender.name, from_email=sender.email,
+        to_name=letter.to_name, to_email=letter.to_email,
+        subject=letter.subject, text=letter.text, html=letter.html,
+        reply_to=sender.reply_to,
+    )
+
+
+def clean_header(value: str) -> str:
+    """One line of header text: CR, LF and other control characters become a single space."""
+    if value.isprintable() and "  " not in value and value.strip() == value:
+        return value
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+def encode_text_header(value: str) -> str:
+    """A header value, RFC 2047-encoded when it is not ASCII, folded when long."""
+    value = clean_header(value)
+    if value.isascii():
+        if len(value) <= 76:
+            return value
+        return _fold_ascii(value)
+    return Header(value, "utf-8", maxlinelen=76).encode(linesep="\n")
+
+
+def _fold_ascii(value: str) -> str:
+    lines, current = [], ""
+    for word in value.split(" "):
+        if current and len(current) + 1 + len(word) > 76:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return "\n ".join(lines)
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_address(name: str, email: str) -> str:
+    return encode_address(name, email)
+
+
+def encode_address(name: str, email: str) -> str:
+    """'Name <addr>' with the name quoted or RFC 2047-encoded as needed; the address stays readable."""
+    email = clean_header(email)
+    if not email or " " in email or "<" in email or ">" in email:
+        raise ValueError(f"not a single email address: {email!r}")
+    local, _, domain = email.rpartition("@")
+    if not domain.isascii():
+        domain = domain.encode("idna").decode("ascii")
+        email = f"{local}@{domain}"
+    name = clean_header(name)
+    if not name:
+        return email
+    if name.isascii():
+        # What formataddr does for ASCII, without its per-call overhead.
+        if _SPECIALS.search(name):
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{email}>"
+    return formataddr((name, email), charset="utf-8")
+
+
+def _body(text: str) -> tuple[str, bytes]:
+    """(transfer encoding, bytes): ASCII with short lines goes as is, anything else quoted-printable."""
+    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+    if body.isascii() and (len(body) < 998 or max(map(len, body.split("\n"))) < 998):
+        return "7bit", body.encode("ascii")
+    return "quoted-printable", binascii.b2a_qp(body.encode("utf-8"), istext=True)
+
+
+def to_eml(message: Message, date: str | None = None) -> bytes:
+    """The message as multipart/alternative .eml bytes (text, then HTML)."""
+    boundary = f"=_outreach_{message.letter_id}"
+    domain = message.from_email.rpartition("@")[2] or "outreach.invalid"
+    headers = [
+        f"From: {_sender_address(message.from_name, message.from_email)}",
+        f"To: {encode_address(message.to_name, message.to_email)}",
+    ]
+    if message.reply_to:
+        headers.append(f"Reply-To: {_sender_address('', message.reply_to)}")
+    headers += [
+        f"Subject: {encode_text_header(message.subject)}",
+        f"Date: {date or formatdate(localtime=False, usegmt=True)}",
+        f"Message-ID: <{message.letter_id}.{clean_header(message.campaign)}@{domain}>",
+        "MIME-Version: 1.0",
+        f"X-Outreach-Campaign: {clean_header(message.campaign)}",
+        f"X-Outreach-Letter-Id: {message.letter_id}",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
+    chunks = [("\n".join(headers) + "\n\n").encode("utf-8")]
+    for kind, text in (("plain", message.text), ("html", message.html)):
+        encoding, body = _body(text)
+        chunks.append(f'--{boundary}\nContent-Type: text/{kind}; charset="utf-8"\n'
+                      f"Content-Transfer-Encoding: {encoding}\n\n".encode("ascii"))
+        chunks.append(body)
+        chunks.append(b"\n")
+    chunks.append(f"--{boundary}--\n".encode("ascii"))
+    return b"".join(chunks)

@@ -1,0 +1,243 @@
+"""The dry run and previews, end to end through the CLI: files, manifest, preflight, header safety."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import shutil
+
+import pytest
+
+from conftest import ROOT, assert_no_traceback
+
+HEADER = "bioguide_id,full_name,last_name,chamber,state,district,party,email,committees,staffer"
+
+
+def parse(path):
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+
+
+def manifest(run_dir):
+    with open(run_dir / "manifest.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_dry_run_of_the_sample_campaign_writes_one_eml_per_letter(project, outreach):
+    r = outreach("--config", project.config, "send")
+    assert r.code == 0, r.err
+    assert "nothing was sent" in r.out and "rendered: 14 letters" in r.out
+    [run] = project.runs()
+    rows = manifest(run)
+    assert list(rows[0]) == ["letter_id", "email", "bioguide_id", "name", "subject", "file"]
+    assert len(rows) == 14 == len(list(run.glob("*.eml")))
+    for row in rows:
+        assert row["file"] == f"{row['letter_id']}.eml"
+        msg = parse(run / row["file"])
+        assert msg.get_content_type() == "multipart/alternative"
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        assert msg["To"].addresses[0].addr_spec == row["email"]
+        assert msg["X-Outreach-Letter-Id"] == row["letter_id"]
+
+
+def test_letter_ids_are_stable_across_runs(project, outreach):
+    outreach("--config", project.config, "send")
+    outreach("--config", project.config, "send")
+    first, second = project.runs()
+    assert [r["letter_id"] for r in manifest(first)] == [r["letter_id"] for r in manifest(second)]
+
+
+def test_dry_run_over_the_whole_congress(shared, project, outreach):
+    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
+    assert r.code == 0, r.err
+    [run] = project.runs()
+    files = list(run.glob("*.eml"))
+    assert len(files) == 537
+    titles = {}
+    for path in files:
+        msg = parse(path)
+        text = msg.get_body(("plain",)).get_content()
+        titles[msg["To"].addresses[0].addr_spec] = text.split("\n\n")[1].split()[1]
+    assert sum(t == "Senator" for t in titles.values()) == 100
+    assert sum(t == "Delegate" for t in titles.values()) == 5
+    assert sum(t == "Resident" for t in titles.values()) == 1
+
+
+def test_non_ascii_names_stay_readable_in_headers(project, outreach):
+    project.write_contacts(HEADER + "\nH001103,Pablo José Hernández,Hernández Rivera,house,PR,0,Democrat,"
+                           "pablo@house.example.org,HSII,\n")
+    outreach("--config", project.config, "send")
+    [run] = project.runs()
+    [path] = run.glob("*.eml")
+    raw = path.read_bytes()
+    assert raw.isascii()  # encoded on the wire ...
+    msg = parse(path)
+    assert msg["To"].addresses[0].display_name == "Pablo José Hernández"  # ... and readable parsed
+    assert "Dear Resident Commissioner Hernández Rivera:" in msg.get_body(("plain",)).get_content()
+
+
+def test_no_cr_or_lf_from_contact_data_reaches_a_header(project, outreach, tmp_path):
+    # A custom column used in the subject carries a header-injection attempt.
+    templates = tmp_path / "t"
+    shutil.copytree(ROOT / "templates" / "korea-exception", templates)
+    (templates / "subject.txt.j2").write_text("Letter for {{ contact.note }}\n")
+    project.write_config(templates=templates)
+    project.write_contacts(HEADER + ",note\n"
+                           'S001198,Dan Sullivan,Sullivan,senate,AK,,R,dan@senate.example.org,,,'
+                           '"office\r\nBcc: attacker@evil.example.org\r\nX-Evil: 1"\n')
+    r = outreach("--config", project.config, "send")
+    assert r.code == 0, r.err
+    [run] = project.runs()
+    [path] = run.glob("*.eml")
+    msg = parse(path)
+    assert msg["Bcc"] is None and msg["X-Evil"] is None
+    assert msg["Subject"] == "Letter for office Bcc: attacker@evil.example.org X-Evil: 1"
+    head = path.read_bytes().split(b"\n\n", 1)[0]
+    assert not any(line.startswith((b"Bcc", b"X-Evil")) for line in head.split(b"\n"))
+
+
+def test_header_guard_in_the_message_builder_itself():
+    from outreach.message import Message, to_eml
+
+    m = Message(letter_id="abc", campaign="c", from_name="Org\r\nBcc: x@evil.example.org",
+                from_email="org@example.org", to_name='A "B"\nCc: y@evil.example.org', to_email="a@b.example.org",
+                subject="Hi\r\nX-Injected: yes", text="t", html="<p>h</p>")
+    msg = email.message_from_bytes(to_eml(m), policy=email.policy.default)
+    assert msg["Bcc"] is None and msg["Cc"] is None and msg["X-Injected"] is None
+    assert msg["To"].addresses[0].addr_spec == "a@b.example.org"
+    with pytest.raises(ValueError):
+        to_eml(Message(letter_id="abc", campaign="c", from_name="", from_email="org@example.org", to_name="",
+                       to_email="a@b.example.org\nBcc: x@y.org", subject="s", text="t", html="h"))
+
+
+# -- preflight: nothing is written when any letter fails --------------------------------
+
+def broken_templates(tmp_path, file: str, content: str):
+    templates = tmp_path / "broken"
+    shutil.copytree(ROOT / "templates" / "korea-exception", templates)
+    (templates / file).write_text(content)
+    return templates
+
+
+def test_a_syntax_error_stops_the_run_with_file_and_line(project, outreach, tmp_path):
+    project.write_config(templates=broken_templates(tmp_path, "letter.txt.j2", "Dear {{ member.title | }}\n\nBody\n"))
+    r = outreach("--config", project.config, "send")
+    assert r.code == 2
+    assert "letter.txt.j2, line 1" in r.err and "syntax error" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert project.leftovers() == []
+    assert_no_traceback(r)
+
+
+def test_an_undefined_variable_names_template_line_variable_and_recipient(project, outreach, tmp_path):
+    # Only Mississippi's senator (Wicker, line 3 of the list) meets the undefined variable.
+    templates = broken_templates(tmp_path, "letter.txt.j2",
+                                 "{{ member.salutation }}:\n\n{% if member.state == 'MS' %}"
+                                 "Fax {{ contact.fax }}{% endif %}\n")
+    project.write_config(templates=templates)
+    r = outreach("--config", project.config, "send")
+    assert r.code == 2
+    line = r.err.strip()
+    assert "letter.txt.j2, line 3" in line
+    assert "fax" in line and "undefined" in line
+    assert "line 3 (roger.wicker@senate.example.org, W000437)" in line
+    assert project.leftovers() == []
+    assert_no_traceback(r)
+
+
+def test_preflight_holds_in_a_large_parallel_run(shared, project, outreach, tmp_path, monkeypatch):
+    monkeypatch.setenv("OUTREACH_WORKERS", "2")
+    templates = broken_templates(tmp_path, "letter.txt.j2",
+                                 "{{ member.salutation }}:\n{% if member.state == 'WY' %}{{ nope }}{% endif %}\n")
+    project.write_config(templates=templates)
+    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
+    assert r.code == 2
+    assert "'nope' is undefined" in r.err and "letter.txt.j2, line 2" in r.err
+    # The first Wyoming member in list order, as a one-process run would report.
+    first_wy = next(line for line in (shared / "congress" / "contacts-congress.csv").read_text().splitlines()
+                    if ",WY," in line)
+    assert first_wy.split(",")[0] in r.err
+    assert project.leftovers() == []
+
+
+def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, project, outreach, monkeypatch):
+    contacts = shared / "congress" / "contacts-congress.csv"
+    monkeypatch.setenv("OUTREACH_WORKERS", "1")
+    outreach("--config", project.config, "send", "--contacts", contacts)
+    monkeypatch.setenv("OUTREACH_WORKERS", "3")
+    outreach("--config", project.config, "send", "--contacts", contacts)
+    one, three = project.runs()
+    assert manifest(one) == manifest(three)
+    for row in manifest(one):
+        a, b = (one / row["file"]).read_bytes(), (three / row["file"]).read_bytes()
+        assert a.split(b"\n\n", 1)[1] == b.split(b"\n\n", 1)[1]
+
+
+# -- audience, campaign choice, skipped rows -----------------------------------------------
+
+@pytest.mark.parametrize("audience,expected", [
+    ("", 14),
+    ('chamber = "senate"', 6),
+    ('states = ["VA", "NH"]', 2),
+    ('parties = ["Democrat"]', 7),
+    ('committees = ["SSFR"]', 3),
+    ('committees = ["HSAS", "HSFA"]', 6),
+    ('chamber = "house"\ncommittees = ["HSFA"]', 4),
+    ('include = ["S001198", "adam.smith@house.example.org"]', 2),
+    ('chamber = "senate"\nexclude = ["K000384"]', 5),
+    ('committees = ["SSAS"]\ninclude = ["N000147"]', 5),
+])
+def test_audience_filters(project, outreach, audience, expected):
+    project.write_config(extra=f"[campaigns.korea-exception.audience]\n{audience}\n")
+    r = outreach("--config", project.config, "send")
+    assert f"audience: {expected} recipients" in r.out, r.out + r.err
+    [run] = project.runs()
+    assert len(manifest(run)) == expected
+
+
+def test_two_campaigns_need_a_choice(project, outreach):
+    project.write_config(extra=f'[campaigns.second]\ncontacts = "contacts.csv"\n'
+                               f'templates = "{ROOT / "templates" / "korea-exception"}"\n')
+    r = outreach("--config", project.config, "send")
+    assert r.code == 2 and "korea-exception, second" in r.err and "--campaign" in r.err
+    r = outreach("--config", project.config, "send", "--campaign", "second", "--limit", "2")
+    assert r.code == 0 and "rendered: 2 letters" in r.out
+
+
+def test_invalid_rows_are_skipped_with_reasons_and_exit_1(project, outreach):
+    text = (ROOT / "contacts" / "sample.csv").read_text() + "X000001,Bad,Row,,Bad Row,house,ZZ,1,,,,bad@,,\n"
+    project.write_contacts(text)
+    r = outreach("--config", project.config, "send")
+    assert r.code == 1
+    assert "rendered: 14 letters" in r.out and "skipped: 2" in r.out
+    assert "line 16:" in r.out
+
+
+def test_live_is_never_the_default(project, outreach):
+    r = outreach("--config", project.config, "send", "--live", "--dry-run")
+    assert r.code == 2 and "contradict" in r.err
+
+
+# -- preview --------------------------------------------------------------------------------
+
+def test_preview_one_recipient_as_text(project, outreach):
+    r = outreach("--config", project.config, "preview", "--to", "M001219")
+    assert r.code == 0
+    assert "Dear Delegate Moylan:" in r.out and "James (Jim)" not in r.out
+    assert project.leftovers() == []
+
+
+def test_preview_formats_and_out_dir(project, outreach, tmp_path):
+    out = tmp_path / "previews"
+    for fmt, suffix in (("text", "txt"), ("html", "html"), ("eml", "eml")):
+        r = outreach("--config", project.config, "preview", "--limit", "3", "--format", fmt, "--out", out)
+        assert r.code == 0, r.err
+        assert len(list(out.glob(f"*.{suffix}"))) == 3
+    [eml] = list(out.glob("*.eml"))[:1]
+    assert parse(eml).get_content_type() == "multipart/alternative"
+
+
+def test_preview_of_someone_outside_the_audience_says_so(project, outreach):
+    project.write_config(extra='[campaigns.korea-exception.audience]\nchamber = "house"\n')
+    r = outreach("--config", project.config, "preview", "--to", "S001198")
+    assert r.code == 2 and "not in the audience" in r.err
