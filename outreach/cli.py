@@ -154,99 +154,6 @@ def contacts_import(legislators_csv: Path, membership_csv: Path | None, emails_c
     return EXIT_OK
 
 
-# -- letters: preview and send ------------------------------------------------------
-
-campaign_option = click.option("--campaign", "-c", metavar="NAME",
-                               help="The campaign (may be left out when config.toml has one).")
-contacts_option = click.option("--contacts", "contacts_file", type=click.Path(path_type=Path),
-                               metavar="FILE", help="Use this contact list instead of the campaign's.")
-
-
-def positive(ctx, param, value):
-    if value is not None and value < 1:
-        raise click.BadParameter("must be at least 1")
-    return value
-
-
-@cli.command()
-@campaign_option
-@contacts_option
-@click.option("--to", "to", multiple=True, metavar="BIOGUIDE_OR_EMAIL",
-              help="Preview the letter of this recipient (repeatable).")
-@click.option("--limit", type=int, callback=positive, help="How many letters (default 1 without --to).")
-@click.option("--format", "fmt", type=click.Choice(["text", "html", "eml"]), default="text", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Write the previews as files into DIR instead of printing them.")
-@pass_app
-def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
-    """Show letters as the recipients will get them. Nothing is sent or recorded."""
-    from outreach.campaign import plan_campaign
-    from outreach.message import message_for, to_eml
-
-    cfg = app.config
-    plan = plan_campaign(cfg, campaign, contacts_file)
-    chosen = [plan.find(who) for who in to] if to else plan.recipients
-    chosen = chosen[:limit if limit is not None else (len(chosen) if to else 1)]
-    letters = plan.preflight(chosen)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    for letter in letters:
-        message = message_for(letter, cfg.sender, plan.name)
-        if fmt == "eml":
-            body = to_eml(message).decode("utf-8")
-        elif fmt == "html":
-            body = letter.html
-        else:
-            body = (f"To: {message.to_name} <{message.to_email}>\nSubject: {message.subject}\n\n"
-                    f"{letter.text}")
-        if out is not None:
-            path = out / f"{letter.letter_id}.{ {'text': 'txt'}.get(fmt, fmt) }"
-            path.write_text(body, encoding="utf-8")
-            click.echo(f"{path}  {message.to_name} <{message.to_email}>")
-        else:
-            if len(letters) > 1:
-                click.echo(f"----- {letter.letter_id} -----")
-            click.echo(body)
-    return EXIT_OK
-
-
-@cli.command()
-@campaign_option
-@contacts_option
-@click.option("--dry-run", "dry_run_flag", is_flag=True,
-              help="Write the letters to the outbox only (the default).")
-@click.option("--live", is_flag=True, help="Send for real.")
-@click.option("--limit", type=int, callback=positive, help="Only the first N recipients.")
-@pass_app
-def send(app: App, campaign, contacts_file, dry_run_flag, live, limit) -> int:
-    """Send a campaign. Without --live this is a dry run: .eml files in the outbox, nothing sent."""
-    if live and dry_run_flag:
-        raise UserError("--live and --dry-run contradict each other; choose one")
-    if live:
-        raise UserError("--live is not available yet: this version only does dry runs; nothing was sent")
-    from outreach.campaign import plan_campaign
-    from outreach.dryrun import dry_run
-
-    cfg = app.config
-    plan = plan_campaign(cfg, campaign, contacts_file)
-    result = dry_run(plan, cfg, limit)
-    lst = plan.contact_list
-    click.echo(f"Dry run of {plan.name}: nothing was sent.")
-    click.echo(f"  contacts: {shown(plan.contacts_path)}: {lst.rows} rows, {len(lst.contacts)} valid")
-    click.echo(f"  audience: {len(plan.recipients)} recipients"
-               f" ({plan.selection.not_in_audience} not in the audience)")
-    skipped = plan.skipped_lines()
-    if skipped:
-        click.echo(f"  skipped: {len(skipped)}")
-        for line in skipped:
-            click.echo(f"    {line}")
-    for entry in plan.selection.unmatched:
-        click.echo(f"  note: audience include/exclude entry {entry!r} matches nobody in the list")
-    click.echo(f"  rendered: {result.written} letters")
-    click.echo(f"  folder: {shown(result.folder)}/ (manifest.csv lists the letters)")
-    return EXIT_ATTENTION if skipped else EXIT_OK
-
-
 # -- entry point ----------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,3 +192,7 @@ def run(argv: list[str] | None = None) -> int:
                    err=True)
         return EXIT_ATTENTION
     return rv if isinstance(rv, int) else EXIT_OK
+
+
+# Commands in their own modules register themselves on `cli` when imported.
+from outreach import cli_letters, cli_ledger  # noqa: E402,F401

@@ -155,6 +155,18 @@ class SendGrid:
 
 
 @dataclass(frozen=True)
+class SMTP:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"      # starttls, ssl or none
+    username_env: str | None = None
+    password_env: str | None = None
+
+
+SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
 class Audience:
     chamber: str | None = None
     states: tuple[str, ...] = ()
@@ -179,6 +191,7 @@ class Settings:
     sendgrid: SendGrid = SendGrid()
     database_url: str | None = None
     campaigns: dict[str, Campaign] = field(default_factory=dict)
+    smtp: SMTP | None = None
 
 
 TRANSPORTS = ("outbox", "sendgrid", "smtp")
@@ -221,6 +234,22 @@ def _read_settings(data: dict, path: Path) -> Settings:
     )
     g.done()
 
+    smtp = None
+    if "smtp" in data:
+        m = top.table("smtp")
+        security = m.text("security", "starttls", check=lambda v: None if v in SMTP_PORTS
+                          else "should be \"starttls\", \"ssl\" or \"none\"") or "starttls"
+        smtp = SMTP(
+            host=m.text("host"),
+            port=m.number("port", SMTP_PORTS[security], 0, 65535, integer=True),
+            security=security,
+            username_env=m.text("username_env", None, check=_env_problem),
+            password_env=m.text("password_env", None, check=_env_problem),
+        )
+        m.done()
+    else:
+        top.seen.add("smtp")
+
     db = top.table("database")
     database_url = db.text("url", None)
     db.done()
@@ -244,7 +273,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
     top.done()
     if problems:
         raise UserError(*problems)
-    return Settings(sender, delivery, sendgrid, database_url, campaigns)
+    return Settings(sender, delivery, sendgrid, database_url, campaigns, smtp)
 
 
 def _read_audience(a: _Table) -> Audience:
@@ -291,6 +320,10 @@ class Config:
     @property
     def campaigns(self) -> dict[str, Campaign]:
         return self.settings.campaigns
+
+    @property
+    def smtp(self) -> SMTP | None:
+        return self.settings.smtp
 
     def resolve(self, p: Path) -> Path:
         """A path from the config, made absolute against the config file's folder."""

@@ -33,10 +33,11 @@ class Message:
     text: str
     html: str
     reply_to: str | None = None
+    is_test: bool = False
 
     def as_test_to(self, address: str) -> "Message":
         """The same letter sent to `address` instead, marked [TEST] in the subject."""
-        return replace(self, to_email=address, to_name="", subject=f"[TEST] {self.subject}")
+        return replace(self, to_email=address, to_name="", subject=f"[TEST] {self.subject}", is_test=True)
 
 
 def message_for(letter, sender, campaign: str) -> Message:

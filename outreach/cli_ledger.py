@@ -1,0 +1,157 @@
+"""`outreach status` and `outreach letters`: what the ledger knows, letter by letter."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from outreach.cli import App, cli, pass_app
+from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
+
+campaign_option = click.option("--campaign", "-c", metavar="NAME",
+                               help="The campaign (may be left out when config.toml has one).")
+
+
+def when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def iso(t: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+
+
+def _open(app: App, campaign: str | None):
+    from outreach.ledger import open_ledger
+
+    cfg = app.config
+    name, _ = cfg.campaign(campaign)
+    ledger = open_ledger(cfg)
+    return ledger, name, ledger.campaign_id(name, create=False)
+
+
+@cli.command()
+@campaign_option
+@click.option("--json", "as_json", is_flag=True, help="Print {campaign, counts, ...} as JSON.")
+@pass_app
+def status(app: App, campaign, as_json) -> int:
+    """Letters of a campaign by state: every state, zero included."""
+    from outreach.ledger import STATES
+
+    ledger, name, campaign_id = _open(app, campaign)
+    counts = ledger.counts(campaign_id) if campaign_id is not None else dict.fromkeys(STATES, 0)
+    total = sum(counts.values())
+    attention = {s: counts[s] for s in ("unknown", "failed") if counts[s]}
+    if as_json:
+        click.echo(json.dumps({"campaign": name, "counts": counts, "total": total,
+                               "needs_attention": attention}, indent=2))
+        return EXIT_ATTENTION if attention else EXIT_OK
+    click.echo(f"{name}: {total} letters in the ledger")
+    width = max(len(s) for s in STATES)
+    for s in STATES:
+        if counts[s]:
+            click.echo(f"  {s:<{width}} {counts[s]:>7}")
+    if not total:
+        click.echo("  (nothing sent yet: `outreach send` for a dry run, `outreach send --live` to send)")
+    if attention:
+        click.echo("needs attention: " + ", ".join(f"{n} {s}" for s, n in attention.items())
+                   + " (`outreach letters list --state unknown`)")
+    click.echo("accepted means SendGrid took the letter; delivered means the office's mail server did")
+    return EXIT_ATTENTION if attention else EXIT_OK
+
+
+@cli.group()
+def letters() -> None:
+    """List, inspect and release letters recorded in the ledger."""
+
+
+@letters.command("list")
+@campaign_option
+@click.option("--state", "state", metavar="STATE", help="Only letters in this state (e.g. unknown, failed).")
+@click.option("--limit", type=int, default=None, help="At most N letters.")
+@pass_app
+def letters_list(app: App, campaign, state, limit) -> int:
+    """One line per letter: id, state, recipient, attempts, last change, reason."""
+    from outreach.ledger import STATES
+
+    if state is not None and state not in STATES:
+        raise UserError(f"--state {state!r} is not a state; states: {', '.join(STATES)}")
+    ledger, name, campaign_id = _open(app, campaign)
+    if campaign_id is None:
+        click.echo(f"{name}: no letters in the ledger yet")
+        return EXIT_OK
+    rows = ledger.letters(campaign_id, state, limit)
+    for r in rows:
+        reason = f"  {r.reason}" if r.reason and r.status not in ("accepted", "delivered") else ""
+        click.echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
+    click.echo(f"{len(rows)} letters" + (f" {state}" if state else ""))
+    return EXIT_OK
+
+
+@letters.command("show")
+@click.argument("letter_id")
+@click.option("--html", "show_html", is_flag=True, help="Show the archived HTML instead of the text.")
+@pass_app
+def letters_show(app: App, letter_id, show_html) -> int:
+    """One letter: its state, the archived message exactly as sent, its attempts and events."""
+    from outreach.ledger import open_ledger
+
+    ledger = open_ledger(app.config)
+    r = ledger.find_letter(letter_id)
+    click.echo(f"letter {r.id} ({r.campaign})")
+    click.echo(f"  to: {r.name} <{r.email}>  {r.bioguide_id}")
+    click.echo(f"  state: {r.status}" + (f" ({r.reason})" if r.reason else ""))
+    click.echo(f"  recorded {when(r.created_at)}; last change {when(r.updated_at)}; attempts {r.attempts}")
+    if r.provider_message_id:
+        click.echo(f"  provider message id: {r.provider_message_id}")
+    for a in ledger.attempts_of(r.id):
+        status = f" HTTP {a.http_status}" if a.http_status else ""
+        error = f": {a.error}" if a.error else ""
+        click.echo(f"  attempt {when(a.started_at)} via {a.transport}: {a.outcome}{status} "
+                   f"({a.duration_ms} ms){error}")
+    for e in getattr(ledger, "events_of", lambda _id: [])(r.id):
+        click.echo(f"  event {when(e.occurred_at)}: {e.event}" + (f" ({e.detail})" if e.detail else ""))
+    archived = ledger.archived(r.id)
+    if archived:
+        click.echo(f"  template set: {archived['template_hash'][:16]}")
+        click.echo(f"\nSubject: {archived['subject']}\n")
+        click.echo(archived["html"] if show_html else archived["text"])
+    return EXIT_OK
+
+
+@letters.command("release")
+@click.argument("ids", nargs=-1, metavar="ID...")
+@click.option("--all-unknown", is_flag=True, help="Release every unknown letter of the campaign.")
+@campaign_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def letters_release(app: App, ids, all_unknown, campaign, yes) -> int:
+    """Put `unknown` letters back to pending, so the next live run sends them.
+
+    Only do this when you know the letter did not arrive (SendGrid's activity
+    feed, or no events for it): an unknown letter may have been accepted.
+    """
+    if bool(ids) == bool(all_unknown):
+        raise UserError("give letter ids or --all-unknown (one of the two)")
+    ledger, name, campaign_id = _open(app, campaign) if all_unknown else (None, None, None)
+    if ledger is None:
+        from outreach.ledger import open_ledger
+
+        ledger = open_ledger(app.config)
+    if all_unknown:
+        if campaign_id is None:
+            click.echo(f"{name}: no letters in the ledger")
+            return EXIT_OK
+        count = ledger.counts(campaign_id)["unknown"]
+        if not count:
+            click.echo(f"{name}: no unknown letters")
+            return EXIT_OK
+        if not yes and not click.confirm(f"Release {count} unknown letters of {name} to be sent again?", default=False):
+            click.echo("Nothing released.")
+            return EXIT_OK
+    released = ledger.release(campaign_id, list(ids) if ids else None, all_unknown=all_unknown)
+    for letter_id in released:
+        click.echo(f"released {letter_id}: pending; the next `outreach send --live` sends it")
+    click.echo(f"{len(released)} letters released")
+    return EXIT_OK

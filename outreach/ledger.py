@@ -1,0 +1,433 @@
+"""The ledger: one row per letter, its state, its attempts and the archived message.
+
+Every state change is committed before the next side effect, so a crash can
+at worst leave a letter `sending`, which the next run turns into `unknown`:
+visible, never silently resent.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from outreach import schema as S
+from outreach.errors import UserError
+
+STATES = ("pending", "sending", "retry_wait", "accepted", "delivered", "opened", "clicked", "deferred",
+          "bounced", "dropped", "spamreport", "unsubscribed", "failed", "unknown", "skipped")
+# States in which the letter has left our hands: never sent again.
+LEFT_US = frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "bounced", "dropped",
+                     "spamreport", "unsubscribed"})
+TO_SEND = ("pending", "retry_wait")
+NEEDS_ATTENTION = ("unknown", "failed")
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class LetterRecord:
+    """What the dispatcher needs to send one recorded letter."""
+
+    id: str
+    email: str
+    name: str
+    subject: str
+    text: str
+    html: str
+    attempts: int
+
+
+class Ledger:
+    """The ledger in any SQLAlchemy database; SQLite (WAL) by default."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            self.migrate()
+        except UserError:
+            raise
+        except SQLAlchemyError as e:
+            raise UserError(f"{_safe_url(url)}: cannot open the ledger database: {_short(e)}") from None
+
+    # -- schema ---------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the schema to the current version; returns the version found before."""
+        with self.engine.begin() as db:
+            S.schema_version.create(db, checkfirst=True)
+            found = db.execute(select(func.max(S.schema_version.c.version))).scalar() or 0
+            if found > S.CURRENT_VERSION:
+                raise UserError(f"{_safe_url(self.url)}: the ledger has schema version {found}, newer than this "
+                                f"outreach ({S.CURRENT_VERSION}); upgrade outreach")
+            for version, _, tables in S.MIGRATIONS:
+                if version > found:
+                    S.metadata.create_all(db, tables=tables, checkfirst=True)
+                    db.execute(insert(S.schema_version).values(version=version, applied_at=now()))
+        return found
+
+    def version(self) -> int:
+        with self.engine.connect() as db:
+            return db.execute(select(func.max(S.schema_version.c.version))).scalar() or 0
+
+    # -- campaigns ------------------------------------------------------------------------
+
+    def campaign_id(self, name: str, create: bool = True) -> int | None:
+        with self.engine.begin() as db:
+            found = db.execute(select(S.campaigns.c.id).where(S.campaigns.c.name == name)).scalar()
+            if found is not None or not create:
+                return found
+            try:
+                return db.execute(insert(S.campaigns).values(name=name, created_at=now())).inserted_primary_key[0]
+            except IntegrityError:
+                pass
+        return self.campaign_id(name, create=False)
+
+    # -- recording letters ------------------------------------------------------------------
+
+    def known(self, campaign_id: int) -> dict[str, tuple[str, str]]:
+        """email_key -> (letter id, status) for every letter of the campaign."""
+        L = S.letters.c
+        with self.engine.connect() as db:
+            rows = db.execute(select(L.email_key, L.id, L.status).where(L.campaign_id == campaign_id))
+            return {r.email_key: (r.id, r.status) for r in rows}
+
+    def record(self, campaign_id: int, letters: Iterable, template_hash: str) -> int:
+        """Record letters not yet in the ledger as `pending`, with their archived message.
+
+        A letter already recorded keeps its row: only one that was never attempted
+        gets its archive refreshed, so what is archived is what goes out.
+        """
+        letters = list(letters)
+        known = self.known(campaign_id)
+        t = now()
+        new_rows, new_archive, refresh = [], [], []
+        for letter in letters:
+            c = letter.contact
+            entry = known.get(c.key)
+            arch = {"letter_id": letter.letter_id, "subject": letter.subject,
+                    "text_z": zlib.compress(letter.text.encode()), "html_z": zlib.compress(letter.html.encode()),
+                    "template_hash": template_hash, "archived_at": t}
+            if entry is None:
+                new_rows.append({
+                    "id": letter.letter_id, "campaign_id": campaign_id, "email": c.email, "email_key": c.key,
+                    "bioguide_id": c.bioguide_id, "name": letter.to_name, "chamber": c.chamber,
+                    "state_code": c.state, "district": c.district, "party": c.party,
+                    "committees": ";".join(c.committees), "status": "pending", "attempts": 0,
+                    "created_at": t, "updated_at": t})
+                new_archive.append(arch)
+                known[c.key] = (letter.letter_id, "pending")
+            elif entry[1] == "pending":
+                refresh.append(arch)
+        with self.engine.begin() as db:
+            if new_rows:
+                db.execute(insert(S.letters), new_rows)
+                db.execute(insert(S.archive), new_archive)
+            for arch in refresh:
+                L = S.letters.c
+                never_tried = db.execute(select(L.attempts).where(L.id == arch["letter_id"])).scalar() == 0
+                if never_tried:
+                    db.execute(update(S.archive).where(S.archive.c.letter_id == arch["letter_id"])
+                               .values(**{k: v for k, v in arch.items() if k != "letter_id"}))
+        return len(new_rows)
+
+    # -- the state machine ------------------------------------------------------------------
+
+    def due(self, campaign_id: int, limit: int | None = None, at: float | None = None) -> list[str]:
+        """Letters ready to go: pending, or waiting to retry and due; oldest first."""
+        L = S.letters.c
+        at = now() if at is None else at
+        q = (select(L.id).where(L.campaign_id == campaign_id,
+                                or_(L.status == "pending",
+                                    and_(L.status == "retry_wait", L.next_attempt_at <= at)))
+             .order_by(L.created_at, L.id))
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as db:
+            return list(db.execute(q).scalars())
+
+    def next_retry_at(self, campaign_id: int) -> float | None:
+        L = S.letters.c
+        with self.engine.connect() as db:
+            return db.execute(select(func.min(L.next_attempt_at))
+                              .where(L.campaign_id == campaign_id, L.status == "retry_wait")).scalar()
+
+    def load(self, letter_id: str) -> LetterRecord:
+        L, A = S.letters.c, S.archive.c
+        with self.engine.connect() as db:
+            r = db.execute(select(L.id, L.email, L.name, L.attempts, A.subject, A.text_z, A.html_z)
+                           .join_from(S.letters, S.archive, L.id == A.letter_id).where(L.id == letter_id)).one()
+        return LetterRecord(r.id, r.email, r.name, r.subject, zlib.decompress(r.text_z).decode(),
+                            zlib.decompress(r.html_z).decode(), r.attempts)
+
+    def claim(self, letter_id: str, owner: str) -> bool:
+        """pending/retry_wait -> sending, committed before the request leaves; False if it moved meanwhile."""
+        L = S.letters.c
+        with self.engine.begin() as db:
+            n = db.execute(update(S.letters)
+                           .where(L.id == letter_id, L.status.in_(TO_SEND))
+                           .values(status="sending", claimed_by=owner, attempts=L.attempts + 1,
+                                   next_attempt_at=None, updated_at=now())).rowcount
+        return n == 1
+
+    def finish(self, letter_id: str, status: str, *, attempt: dict, reason: str | None = None,
+               message_id: str | None = None, retry_at: float | None = None, refund: bool = False) -> None:
+        """sending -> `status`, with the attempt that decided it, in one transaction."""
+        assert status in ("accepted", "failed", "unknown", "retry_wait", "pending"), status
+        L = S.letters.c
+        t = now()
+        values = {"status": status, "reason": reason, "updated_at": t, "claimed_by": None,
+                  "next_attempt_at": retry_at}
+        if refund:  # a throttled request never counted as an attempt
+            values["attempts"] = L.attempts - 1
+        if status == "accepted":
+            values.update(accepted_at=t, provider_message_id=message_id, reason=None)
+        with self.engine.begin() as db:
+            db.execute(insert(S.attempts).values(letter_id=letter_id, **attempt))
+            db.execute(update(S.letters).where(L.id == letter_id, L.status == "sending").values(**values))
+
+    def orphans_to_unknown(self, campaign_id: int) -> int:
+        """Letters left `sending` by a process that is gone become `unknown` (call while holding the lock)."""
+        L = S.letters.c
+        with self.engine.begin() as db:
+            return db.execute(update(S.letters).where(L.campaign_id == campaign_id, L.status == "sending")
+                              .values(status="unknown", updated_at=now(), claimed_by=None,
+                                      reason="the sending process stopped before the answer was recorded; "
+                                             "it may have been accepted")).rowcount
+
+    def release(self, campaign_id: int | None, ids: list[str] | None = None, all_unknown: bool = False) -> list[str]:
+        """unknown -> pending, by the operator's decision; returns the ids released."""
+        L = S.letters.c
+        cond = [L.status == "unknown"]
+        if campaign_id is not None:
+            cond.append(L.campaign_id == campaign_id)
+        with self.engine.begin() as db:
+            if ids is not None:
+                found = []
+                for prefix in ids:
+                    rows = db.execute(select(L.id, L.status).where(L.id.startswith(prefix))).all()
+                    if not rows:
+                        raise UserError(f"no letter with id {prefix!r}")
+                    if len(rows) > 1:
+                        raise UserError(f"letter id {prefix!r} is ambiguous ({len(rows)} letters); give more characters")
+                    if rows[0].status != "unknown":
+                        raise UserError(f"letter {rows[0].id} is {rows[0].status}, not unknown: only unknown letters "
+                                        "can be released")
+                    found.append(rows[0].id)
+                cond.append(L.id.in_(found))
+            elif not all_unknown:
+                return []
+            released = list(db.execute(select(L.id).where(*cond)).scalars())
+            db.execute(update(S.letters).where(L.id.in_(released))
+                       .values(status="pending", reason="released by the operator", updated_at=now()))
+        return released
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def counts(self, campaign_id: int) -> dict[str, int]:
+        L = S.letters.c
+        counts = dict.fromkeys(STATES, 0)
+        with self.engine.connect() as db:
+            for status, n in db.execute(select(L.status, func.count()).where(L.campaign_id == campaign_id)
+                                        .group_by(L.status)):
+                counts[status] = n
+        return counts
+
+    def letters(self, campaign_id: int | None = None, status: str | None = None, limit: int | None = None):
+        L = S.letters.c
+        q = select(S.letters, S.campaigns.c.name.label("campaign")).join(S.campaigns)
+        if campaign_id is not None:
+            q = q.where(L.campaign_id == campaign_id)
+        if status is not None:
+            q = q.where(L.status == status)
+        q = q.order_by(L.created_at, L.id)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as db:
+            return db.execute(q).all()
+
+    def find_letter(self, prefix: str):
+        L = S.letters.c
+        with self.engine.connect() as db:
+            rows = db.execute(select(S.letters, S.campaigns.c.name.label("campaign")).join(S.campaigns)
+                              .where(L.id.startswith(prefix.strip().lower())).limit(2)).all()
+        if not rows:
+            raise UserError(f"no letter with id {prefix!r}; `outreach letters list` shows them")
+        if len(rows) > 1:
+            raise UserError(f"letter id {prefix!r} is ambiguous; give more characters")
+        return rows[0]
+
+    def archived(self, letter_id: str):
+        A = S.archive.c
+        with self.engine.connect() as db:
+            r = db.execute(select(S.archive).where(A.letter_id == letter_id)).one_or_none()
+        if r is None:
+            return None
+        return {"subject": r.subject, "text": zlib.decompress(r.text_z).decode(),
+                "html": zlib.decompress(r.html_z).decode(), "template_hash": r.template_hash,
+                "archived_at": r.archived_at}
+
+    def attempts_of(self, letter_id: str):
+        A = S.attempts.c
+        with self.engine.connect() as db:
+            return db.execute(select(S.attempts).where(A.letter_id == letter_id).order_by(A.id)).all()
+
+    # -- locks -------------------------------------------------------------------------------------
+
+    def lock(self, name: str, what: str) -> "Lock":
+        """Hold `name` for this process, or refuse naming who holds it; stale holders are taken over."""
+        return Lock(self, name, what)
+
+
+class Lock:
+    """A named lease in the database, kept alive by a heartbeat thread.
+
+    A holder on this host whose process is gone, or any holder silent for
+    STALE_AFTER seconds, is stale and is taken over.
+    """
+
+    HEARTBEAT = 5.0
+    STALE_AFTER = 60.0
+
+    def __init__(self, ledger: Ledger, name: str, what: str):
+        self.ledger = ledger
+        self.name = name
+        self.what = what
+        self.owner = uuid.uuid4().hex
+        self.took_over: dict | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Lock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        K = S.locks.c
+        me = {"owner": self.owner, "pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(5):
+            t = now()
+            with self.ledger.engine.begin() as db:
+                held = db.execute(select(S.locks).where(K.name == self.name)).one_or_none()
+                if held is None:
+                    try:
+                        db.execute(insert(S.locks).values(name=self.name, acquired_at=t, heartbeat_at=t, **me))
+                    except IntegrityError:
+                        continue
+                    break
+                if not _is_stale(held, t, self.STALE_AFTER):
+                    since = time.strftime("%H:%M:%S", time.localtime(held.acquired_at))
+                    raise UserError(f"{self.what} is already running (pid {held.pid} on {held.host}, since {since}); "
+                                    "wait for it to finish or stop it first")
+                n = db.execute(update(S.locks).where(K.name == self.name, K.owner == held.owner)
+                               .values(acquired_at=t, heartbeat_at=t, **me)).rowcount
+                if n == 1:
+                    self.took_over = {"pid": held.pid, "host": held.host}
+                    break
+        else:
+            raise UserError(f"could not take the lock for {self.what}; try again")
+        self._thread = threading.Thread(target=self._beat, name=f"lock:{self.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        K = S.locks.c
+        while not self._stop.wait(self.HEARTBEAT):
+            try:
+                with self.ledger.engine.begin() as db:
+                    db.execute(update(S.locks).where(K.name == self.name, K.owner == self.owner)
+                               .values(heartbeat_at=now()))
+            except SQLAlchemyError:
+                pass  # a busy database delays a beat; staleness allows for many
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.HEARTBEAT + 1)
+        K = S.locks.c
+        try:
+            with self.ledger.engine.begin() as db:
+                db.execute(S.locks.delete().where(K.name == self.name, K.owner == self.owner))
+        except SQLAlchemyError:
+            pass
+
+
+def _is_stale(held, t: float, stale_after: float) -> bool:
+    if held.host == socket.gethostname():
+        return not _pid_alive(held.pid)
+    return t - held.heartbeat_at > stale_after
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped by its parent) is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            folder = os.path.dirname(path)
+            if folder and not os.path.isdir(folder):
+                raise UserError(f"{url}: the folder {folder} does not exist; create it or change [database] url")
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn, _record):
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed `sending` survives a power cut too, not only a crash.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ImportError, ModuleNotFoundError) as e:
+        raise UserError(f"[database] url needs a driver that is not installed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's URL errors have several types
+        raise UserError(f"[database] url {_safe_url(url)!r} is not usable: {_short(e)}") from None
+
+
+def _safe_url(url: str) -> str:
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _short(e: Exception) -> str:
+    text = str(getattr(e, "orig", None) or e)
+    return " ".join(text.split())[:300]
+
+
+def open_ledger(cfg) -> Ledger:
+    """The ledger named by [database] url in config (default: outreach.db next to config.toml)."""
+    return Ledger(cfg.database_url)
+
+
+__all__ = ["Ledger", "LetterRecord", "Lock", "STATES", "LEFT_US", "open_ledger", "OperationalError"]

@@ -1,0 +1,91 @@
+"""The ledger's tables and their migrations: each version adds to the last, data is kept."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# Times are UNIX seconds (float, UTC): sortable, comparable, no time-zone ambiguity.
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+letters = Table(
+    "letters", metadata,
+    Column("id", String(32), primary_key=True),              # stable: hash of campaign + email
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False),         # lower-cased: the recipient's identity
+    Column("bioguide_id", String(16), nullable=False, default=""),
+    Column("name", String(200), nullable=False, default=""),
+    Column("chamber", String(8), nullable=False, default=""),
+    Column("state_code", String(2), nullable=False, default=""),
+    Column("district", Integer),
+    Column("party", String(32), nullable=False, default=""),
+    Column("committees", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),                                   # why failed / unknown / skipped
+    Column("provider_message_id", String(128), index=True),   # not unique: mock servers repeat it
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float),                         # for retry_wait
+    Column("claimed_by", String(64)),                         # the run that set `sending`
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("accepted_at", Float),
+    Column("last_event", String(32)),
+    Column("last_event_at", Float),
+    UniqueConstraint("campaign_id", "email_key", name="uq_letters_campaign_recipient"),
+    Index("ix_letters_campaign_status", "campaign_id", "status"),
+)
+
+attempts = Table(
+    "attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("letter_id", String(32), ForeignKey("letters.id"), nullable=False, index=True),
+    Column("started_at", Float, nullable=False),
+    Column("duration_ms", Integer),
+    Column("transport", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),            # accepted, retry, failed, unknown, throttled
+    Column("http_status", Integer),
+    Column("error", Text),
+)
+
+archive = Table(
+    "archive", metadata,
+    Column("letter_id", String(32), ForeignKey("letters.id"), primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("text_z", LargeBinary, nullable=False),            # zlib-compressed UTF-8
+    Column("html_z", LargeBinary, nullable=False),
+    Column("template_hash", String(64), nullable=False),
+    Column("archived_at", Float, nullable=False),
+)
+
+locks = Table(
+    "locks", metadata,
+    Column("name", String(100), primary_key=True),            # "send:CAMPAIGN", "scheduler"
+    Column("owner", String(64), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
+# Each migration brings the database from version N-1 to N. Later issues append here.
+MIGRATIONS: list[tuple[int, str, list[Table]]] = [
+    (1, "campaigns, letters, attempts, archive, locks",
+     [campaigns, letters, attempts, archive, locks]),
+]
+CURRENT_VERSION = MIGRATIONS[-1][0]

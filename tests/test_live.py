@@ -1,0 +1,255 @@
+"""Going live against a recording server: every letter recorded, nothing ever sent twice, secrets kept."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from conftest import ROOT, assert_no_traceback
+from mockgrid import ACCEPT, MockGrid, status
+from outreach.ledger import Ledger, STATES
+
+KEY = "SG.live-test-key-0123456789abcdef.XYZ"
+SENDER_BLOCK = """
+[sender]
+name = "Jordan Organizer"
+email = "jordan@mine-ban-advocates.org"
+organization = "Advocacy Network"
+"""
+
+
+@pytest.fixture
+def grid():
+    with MockGrid(api_key=KEY) as g:
+        yield g
+
+
+@pytest.fixture
+def live(project, grid, monkeypatch):
+    """The sample project pointed at the recording server, the key in the environment."""
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    write_live_config(project, grid)
+    return project
+
+
+def write_live_config(project, grid, delivery: str = "", extra: str = ""):
+    templates = project.root / "templates"
+    if not templates.exists():
+        shutil.copytree(ROOT / "templates" / "korea-exception", templates)
+    project.config.write_text(f"""{SENDER_BLOCK}
+[delivery]
+transport = "sendgrid"
+rate_per_minute = 60000
+concurrency = 4
+timeout_s = 2
+{delivery}
+
+[sendgrid]
+api_host = "{grid.url}"
+
+[campaigns.korea-exception]
+contacts = "contacts.csv"
+templates = "templates"
+{extra}
+""")
+
+
+def ledger_of(project) -> Ledger:
+    return Ledger(f"sqlite:///{project.root / 'outreach.db'}")
+
+
+def campaign_letters(project):
+    ledger = ledger_of(project)
+    return ledger.letters(ledger.campaign_id("korea-exception", create=False))
+
+
+def test_a_full_live_run_records_every_letter_accepted(live, grid, outreach):
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0, r.out + r.err
+    rows = campaign_letters(live)
+    assert len(rows) == 14
+    assert all(row.status == "accepted" for row in rows)
+    assert all(row.provider_message_id and row.provider_message_id.startswith("mock-") for row in rows)
+    assert sorted(grid.received.values()) == [1] * 14
+    # One sandbox check came first, for the first letter.
+    assert grid.requests[0].sandbox and not any(r.sandbox for r in grid.requests[1:])
+    # custom_args carry identifiers only; the campaign is the category.
+    body = grid.deliveries()[0].body
+    assert set(body["custom_args"]) == {"letter_id", "campaign_id"}
+    assert body["categories"] == ["korea-exception"]
+    assert "Sent korea-exception: 14 accepted, 0 failed, 0 unknown" in r.out
+
+
+def test_a_second_run_sends_nothing(live, grid, outreach):
+    outreach("--config", live.config, "send", "--live", "--yes")
+    before = len(grid.requests)
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0
+    assert "Nothing to send" in r.out
+    assert len(grid.requests) == before
+
+
+def test_an_accepted_letter_is_never_sent_again_even_if_the_template_changed(live, grid, outreach):
+    outreach("--config", live.config, "send", "--live", "--yes")
+    (live.root / "templates" / "subject.txt.j2").write_text("A new subject\n")
+    rows = (live.root / "contacts.csv").read_text().splitlines()
+    rows[1] = rows[1].replace("Republican", "Independent")
+    (live.root / "contacts.csv").write_text("\n".join(rows) + "\n")
+    before = len(grid.requests)
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0 and len(grid.requests) == before
+
+
+def test_one_new_office_sends_exactly_one_letter(live, grid, outreach):
+    outreach("--config", live.config, "send", "--live", "--yes")
+    with open(live.root / "contacts.csv", "a", encoding="utf-8") as f:
+        f.write("P000197,Nancy,Pelosi,,Nancy Pelosi,house,CA,11,Democrat,202-225-4965,,"
+                "nancy.pelosi@house.example.org,,\n")
+    before = len(grid.deliveries())
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0, r.err
+    new = grid.deliveries()[before:]
+    assert [d.to for d in new] == ["nancy.pelosi@house.example.org"]
+    assert "new: 1" in r.out
+
+
+def test_limit_sends_only_n_then_the_rest(live, grid, outreach):
+    r = outreach("--config", live.config, "send", "--live", "--yes", "--limit", "5")
+    assert r.code == 1  # letters remain to be sent
+    assert len(grid.deliveries()) == 5
+    counts = ledger_of(live).counts(ledger_of(live).campaign_id("korea-exception"))
+    assert (counts["accepted"], counts["pending"]) == (5, 9)
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0 and len(grid.deliveries()) == 14 and max(grid.received.values()) == 1
+
+
+def test_a_rejected_key_stops_at_the_sandbox_check(live, grid, outreach, monkeypatch):
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key")
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 2
+    assert "refused the API key" in r.err and "nothing was sent" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert [req.sandbox for req in grid.requests] == [True]
+    assert campaign_letters(live) == []
+    assert_no_traceback(r)
+
+
+def test_a_forbidden_sender_stops_at_the_sandbox_check(live, grid, outreach):
+    grid.behave = lambda n, body: status(403)
+    # The sandbox answer itself is what matters: make the server refuse it.
+    grid.api_key = KEY
+    original = grid._handle
+
+    def refuse_sandbox(h):
+        length = int(h.headers.get("Content-Length") or 0)
+        h.rfile.read(length)
+        grid._record(h, {"mail_settings": {"sandbox_mode": {"enable": True}}}, "status")
+        grid._answer(h, 403, json.dumps({"errors": [{"message": "The from address does not match a verified "
+                                                                "Sender Identity."}]}).encode())
+    grid._handle = refuse_sandbox
+    try:
+        r = outreach("--config", live.config, "send", "--live", "--yes")
+    finally:
+        grid._handle = original
+    assert r.code == 2 and "verified Sender Identity" in r.err and "nothing was sent" in r.err
+    assert campaign_letters(live) == []
+
+
+def test_the_api_key_never_appears_in_output_logs_or_the_database(live, grid, outreach, caplog):
+    caplog.set_level(logging.DEBUG)
+    def some_errors(n, body):
+        if n == 3:
+            return status(400, {"errors": [{"message": "bad thing", "field": "x"}]})
+        return status(500) if n == 5 else ACCEPT
+
+    grid.behave = some_errors
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    outreach("--config", live.config, "status", "--json")
+    outreach("--config", live.config, "letters", "list")
+    text = r.out + r.err + caplog.text
+    assert KEY not in text
+    for path in live.root.glob("outreach.db*"):
+        assert KEY.encode() not in path.read_bytes(), path
+    # ...although it was really used.
+    assert grid.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_live_without_a_terminal_needs_yes(live, grid, outreach):
+    r = outreach("--config", live.config, "send", "--live")
+    assert r.code == 2 and "--yes" in r.err and grid.requests == []
+
+
+def test_the_sample_sender_and_the_outbox_transport_cannot_go_live(project, grid, outreach, monkeypatch):
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    r = outreach("--config", project.config, "send", "--live", "--yes")
+    assert r.code == 2 and "outbox" in r.err
+    write_live_config(project, grid)
+    project.config.write_text(project.config.read_text().replace("jordan@mine-ban-advocates.org",
+                                                                 "you@example.org"))
+    r = outreach("--config", project.config, "send", "--live", "--yes")
+    assert r.code == 2 and "sample address" in r.err and grid.requests == []
+
+
+def test_a_missing_key_says_which_variable(live, grid, outreach, monkeypatch):
+    monkeypatch.delenv("SENDGRID_API_KEY")
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 2 and "$SENDGRID_API_KEY is not set" in r.err and grid.requests == []
+
+
+def test_a_second_send_on_the_same_campaign_refuses(live, grid, outreach):
+    ledger = ledger_of(live)
+    with ledger.lock("send:korea-exception", "a send of campaign korea-exception"):
+        r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 2 and "already running" in r.err
+    assert grid.requests == []
+
+
+def test_letters_left_sending_by_a_dead_run_become_unknown(live, grid, outreach):
+    outreach("--config", live.config, "send", "--live", "--yes", "--limit", "2")
+    ledger = ledger_of(live)
+    cid = ledger.campaign_id("korea-exception")
+    [victim] = ledger.due(cid, 1)
+    assert ledger.claim(victim, "a-run-that-was-killed")
+    before = len(grid.deliveries())
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert "now `unknown`" in r.err
+    assert r.code == 1
+    assert {row.id: row.status for row in campaign_letters(live)}[victim] == "unknown"
+    assert victim not in {d.letter_id for d in grid.deliveries()[before:]}
+
+
+def test_test_to_sends_marked_copies_and_records_nothing(live, grid, outreach):
+    r = outreach("--config", live.config, "send", "--test-to", "me@mine-ban-advocates.org", "--to", "K000384",
+                 "--to", "M001219")
+    assert r.code == 0, r.err
+    sent = grid.deliveries()
+    assert [d.to for d in sent] == ["me@mine-ban-advocates.org"] * 2
+    assert all(d.body["subject"].startswith("[TEST] ") for d in sent)
+    assert all("letter_id" not in d.body["custom_args"] for d in sent)
+    assert "Dear Senator Kaine:" in sent[0].body["content"][0]["value"]
+    assert campaign_letters(live) == []
+
+
+def test_status_json_has_every_state(live, grid, outreach):
+    r = outreach("--config", live.config, "status", "--json")
+    data = json.loads(r.out)
+    assert data["campaign"] == "korea-exception" and set(data["counts"]) == set(STATES)
+    assert sum(data["counts"].values()) == 0
+    outreach("--config", live.config, "send", "--live", "--yes")
+    data = json.loads(outreach("--config", live.config, "status", "--json").out)
+    assert data["counts"]["accepted"] == 14 and sum(data["counts"].values()) == 14
+
+
+def test_letters_list_and_show_the_archived_message(live, grid, outreach):
+    outreach("--config", live.config, "send", "--live", "--yes")
+    r = outreach("--config", live.config, "letters", "list", "--state", "accepted")
+    assert r.code == 0 and "14 letters accepted" in r.out
+    first_id = r.out.split()[0]
+    r = outreach("--config", live.config, "letters", "show", first_id)
+    assert r.code == 0
+    assert "state: accepted" in r.out and "via sendgrid: accepted HTTP 202" in r.out
+    sent = next(d for d in grid.deliveries() if d.letter_id.startswith(first_id))
+    assert sent.body["content"][0]["value"].strip() in r.out
