@@ -81,6 +81,7 @@ class RateLimiter:
         self.interval = 60.0 / rate_per_minute
         self.clock = clock
         self._next = clock()
+        self._paused_until = 0.0
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
@@ -93,14 +94,22 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """No slot before `seconds` from now (everyone waits: a 429)."""
         with self._lock:
-            self._next = max(self._next, self.clock() + seconds)
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+            self._next = max(self._next, self._paused_until)
 
     def wait(self, stop: threading.Event) -> bool:
-        """Sleep until a slot; False if asked to stop meanwhile."""
-        delay = self.reserve() - self.clock()
-        if delay > 0:
-            return not stop.wait(delay)
-        return not stop.is_set()
+        """Sleep until a slot; False if asked to stop meanwhile.
+
+        A slot reserved before a pause began is given up for one after it.
+        """
+        while True:
+            delay = self.reserve() - self.clock()
+            if delay > 0 and stop.wait(delay):
+                return False
+            if stop.is_set():
+                return False
+            if self.clock() >= self._paused_until:
+                return True
 
 
 # -- the dispatcher ----------------------------------------------------------------------------------
@@ -145,6 +154,7 @@ class Dispatcher:
         self._ready: deque[str] = deque()
         self._later: list[tuple[float, str]] = []   # (when, letter id): retries within this run
         self._seen: set[str] = set()
+        self._records: dict[str, LetterRecord] = {}   # the batch's archived messages, loaded together
         self._taken = 0
         self._in_flight = 0
         self._limit: int | None = None
@@ -191,6 +201,7 @@ class Dispatcher:
             return False
         self._seen.update(fresh)
         self._taken += len(fresh)
+        self._records.update(self.ledger.load_many(fresh))
         self._ready.extend(fresh)
         return True
 
@@ -243,7 +254,8 @@ class Dispatcher:
             return None
         if not self.ledger.claim(letter_id, self.owner):
             return None  # someone (the operator) moved it meanwhile
-        record = self.ledger.load(letter_id)
+        record = self._records[letter_id]
+        record.attempts += 1  # as the claim did in the ledger
         started = self.clock()
         t0 = time.perf_counter()
         result = self.transport.send(self.make_message(record))
@@ -254,6 +266,8 @@ class Dispatcher:
                    "outcome": result.outcome, "http_status": result.status, "error": result.error}
         self.ledger.finish(letter_id, decision.status, attempt=attempt, reason=decision.reason,
                            message_id=result.message_id, retry_at=retry_at, refund=decision.refund)
+        if decision.refund:
+            record.attempts -= 1
         self._count(letter_id, result, decision)
         if decision.pause_s:
             self.limiter.pause(decision.pause_s)

@@ -7,6 +7,7 @@ visible, never silently resent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -16,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -54,6 +55,9 @@ class Ledger:
 
     def __init__(self, url: str):
         self.url = url
+        # SQLite has one writer at a time and its busy handler sleeps in steps of
+        # milliseconds; our own threads queue here instead, without sleeping.
+        self._write_lock = threading.Lock() if url.startswith("sqlite") else None
         try:
             self.engine = _engine(url)
             self.migrate()
@@ -62,11 +66,21 @@ class Ledger:
         except SQLAlchemyError as e:
             raise UserError(f"{_safe_url(url)}: cannot open the ledger database: {_short(e)}") from None
 
+    @contextlib.contextmanager
+    def write(self):
+        """A write transaction, committed on exit."""
+        if self._write_lock is None:
+            with self.engine.begin() as db:
+                yield db
+        else:
+            with self._write_lock, self.engine.begin() as db:
+                yield db
+
     # -- schema ---------------------------------------------------------------------
 
     def migrate(self) -> int:
         """Bring the schema to the current version; returns the version found before."""
-        with self.engine.begin() as db:
+        with self.write() as db:
             S.schema_version.create(db, checkfirst=True)
             found = db.execute(select(func.max(S.schema_version.c.version))).scalar() or 0
             if found > S.CURRENT_VERSION:
@@ -85,7 +99,7 @@ class Ledger:
     # -- campaigns ------------------------------------------------------------------------
 
     def campaign_id(self, name: str, create: bool = True) -> int | None:
-        with self.engine.begin() as db:
+        with self.write() as db:
             found = db.execute(select(S.campaigns.c.id).where(S.campaigns.c.name == name)).scalar()
             if found is not None or not create:
                 return found
@@ -131,7 +145,7 @@ class Ledger:
                 known[c.key] = (letter.letter_id, "pending")
             elif entry[1] == "pending":
                 refresh.append(arch)
-        with self.engine.begin() as db:
+        with self.write() as db:
             if new_rows:
                 db.execute(insert(S.letters), new_rows)
                 db.execute(insert(S.archive), new_archive)
@@ -165,43 +179,44 @@ class Ledger:
                               .where(L.campaign_id == campaign_id, L.status == "retry_wait")).scalar()
 
     def load(self, letter_id: str) -> LetterRecord:
+        return self.load_many([letter_id])[letter_id]
+
+    def load_many(self, letter_ids: list[str]) -> dict[str, LetterRecord]:
+        """The archived messages of several letters in one query."""
         L, A = S.letters.c, S.archive.c
+        out = {}
         with self.engine.connect() as db:
-            r = db.execute(select(L.id, L.email, L.name, L.attempts, A.subject, A.text_z, A.html_z)
-                           .join_from(S.letters, S.archive, L.id == A.letter_id).where(L.id == letter_id)).one()
-        return LetterRecord(r.id, r.email, r.name, r.subject, zlib.decompress(r.text_z).decode(),
-                            zlib.decompress(r.html_z).decode(), r.attempts)
+            for i in range(0, len(letter_ids), 500):
+                rows = db.execute(select(L.id, L.email, L.name, L.attempts, A.subject, A.text_z, A.html_z)
+                                  .join_from(S.letters, S.archive, L.id == A.letter_id)
+                                  .where(L.id.in_(letter_ids[i:i + 500])))
+                for r in rows:
+                    out[r.id] = LetterRecord(r.id, r.email, r.name, r.subject, zlib.decompress(r.text_z).decode(),
+                                             zlib.decompress(r.html_z).decode(), r.attempts)
+        return out
 
     def claim(self, letter_id: str, owner: str) -> bool:
         """pending/retry_wait -> sending, committed before the request leaves; False if it moved meanwhile."""
-        L = S.letters.c
-        with self.engine.begin() as db:
-            n = db.execute(update(S.letters)
-                           .where(L.id == letter_id, L.status.in_(TO_SEND))
-                           .values(status="sending", claimed_by=owner, attempts=L.attempts + 1,
-                                   next_attempt_at=None, updated_at=now())).rowcount
+        with self.write() as db:
+            n = db.execute(_CLAIM, {"lid": letter_id, "owner": owner, "t": now()}).rowcount
         return n == 1
 
     def finish(self, letter_id: str, status: str, *, attempt: dict, reason: str | None = None,
                message_id: str | None = None, retry_at: float | None = None, refund: bool = False) -> None:
         """sending -> `status`, with the attempt that decided it, in one transaction."""
         assert status in ("accepted", "failed", "unknown", "retry_wait", "pending"), status
-        L = S.letters.c
         t = now()
-        values = {"status": status, "reason": reason, "updated_at": t, "claimed_by": None,
-                  "next_attempt_at": retry_at}
-        if refund:  # a throttled request never counted as an attempt
-            values["attempts"] = L.attempts - 1
-        if status == "accepted":
-            values.update(accepted_at=t, provider_message_id=message_id, reason=None)
-        with self.engine.begin() as db:
-            db.execute(insert(S.attempts).values(letter_id=letter_id, **attempt))
-            db.execute(update(S.letters).where(L.id == letter_id, L.status == "sending").values(**values))
+        params = {"lid": letter_id, "status": status, "reason": reason, "t": t, "retry_at": retry_at,
+                  "refund": 1 if refund else 0, "message_id": message_id,
+                  "accepted_at": t if status == "accepted" else None}
+        with self.write() as db:
+            db.execute(_ATTEMPT, {"letter_id": letter_id, **attempt})
+            db.execute(_FINISH, params)
 
     def orphans_to_unknown(self, campaign_id: int) -> int:
         """Letters left `sending` by a process that is gone become `unknown` (call while holding the lock)."""
         L = S.letters.c
-        with self.engine.begin() as db:
+        with self.write() as db:
             return db.execute(update(S.letters).where(L.campaign_id == campaign_id, L.status == "sending")
                               .values(status="unknown", updated_at=now(), claimed_by=None,
                                       reason="the sending process stopped before the answer was recorded; "
@@ -213,7 +228,7 @@ class Ledger:
         cond = [L.status == "unknown"]
         if campaign_id is not None:
             cond.append(L.campaign_id == campaign_id)
-        with self.engine.begin() as db:
+        with self.write() as db:
             if ids is not None:
                 found = []
                 for prefix in ids:
@@ -322,7 +337,7 @@ class Lock:
         me = {"owner": self.owner, "pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(5):
             t = now()
-            with self.ledger.engine.begin() as db:
+            with self.ledger.write() as db:
                 held = db.execute(select(S.locks).where(K.name == self.name)).one_or_none()
                 if held is None:
                     try:
@@ -348,7 +363,7 @@ class Lock:
         K = S.locks.c
         while not self._stop.wait(self.HEARTBEAT):
             try:
-                with self.ledger.engine.begin() as db:
+                with self.ledger.write() as db:
                     db.execute(update(S.locks).where(K.name == self.name, K.owner == self.owner)
                                .values(heartbeat_at=now()))
             except SQLAlchemyError:
@@ -360,10 +375,26 @@ class Lock:
             self._thread.join(timeout=self.HEARTBEAT + 1)
         K = S.locks.c
         try:
-            with self.ledger.engine.begin() as db:
+            with self.ledger.write() as db:
                 db.execute(S.locks.delete().where(K.name == self.name, K.owner == self.owner))
         except SQLAlchemyError:
             pass
+
+
+# Statements on the hot path, built once: constructing them per letter costs more than running them.
+_L = S.letters.c
+_CLAIM = (update(S.letters)
+          .where(_L.id == bindparam("lid"), _L.status.in_(TO_SEND))
+          .values(status="sending", claimed_by=bindparam("owner"), attempts=_L.attempts + 1,
+                  next_attempt_at=None, updated_at=bindparam("t")))
+_ATTEMPT = insert(S.attempts)
+_FINISH = (update(S.letters)
+           .where(_L.id == bindparam("lid"), _L.status == "sending")
+           .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("t"),
+                   claimed_by=None, next_attempt_at=bindparam("retry_at"),
+                   attempts=_L.attempts - bindparam("refund"),
+                   provider_message_id=func.coalesce(bindparam("message_id"), _L.provider_message_id),
+                   accepted_at=func.coalesce(bindparam("accepted_at"), _L.accepted_at)))
 
 
 def _is_stale(held, t: float, stale_after: float) -> bool:
@@ -394,7 +425,8 @@ def _engine(url: str) -> Engine:
             folder = os.path.dirname(path)
             if folder and not os.path.isdir(folder):
                 raise UserError(f"{url}: the folder {folder} does not exist; create it or change [database] url")
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=16, max_overflow=64)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):

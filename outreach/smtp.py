@@ -37,7 +37,13 @@ class SMTPTransport:
             if self.security == "starttls":
                 conn.starttls(context=context)
         if self._username:
-            conn.login(self._username, self._password or "")
+            conn.ehlo_or_helo_if_needed()
+            if "plain" in conn.esmtp_features.get("auth", "").lower().split():
+                # One mechanism, so a refusal is a clear 535 rather than a fall-through to the next.
+                conn.user, conn.password = self._username, self._password or ""
+                code, reply = conn.auth("PLAIN", conn.auth_plain)
+            else:
+                conn.login(self._username, self._password or "")
         with self._lock:
             self._all.append(conn)
         return conn
@@ -53,7 +59,8 @@ class SMTPTransport:
     def send(self, message: Message, *, sandbox: bool = False) -> SendResult:
         if sandbox:
             return SendResult("accepted")
-        data = to_eml(message)
+        # SMTP lines end in CRLF; smtplib converts str messages but sends bytes as they are.
+        data = to_eml(message).replace(b"\n", b"\r\n")
         for attempt in (1, 2):
             try:
                 conn = self._connection(fresh=attempt == 2)
@@ -88,18 +95,23 @@ class SMTPTransport:
                 self._local.conn = None
                 return SendResult("unknown", error=f"connection lost while the message was being sent "
                                                    f"({type(e).__name__}); it may have been accepted")
+            if code != 250:
+                # The server answered, refusing the message: it was not accepted.
+                kind = "retry" if 400 <= code < 500 else "failed"
+                return SendResult(kind, code, error=f"SMTP {code}: {reply.decode(errors='replace')}")
             return SendResult("accepted", code, message_id=f"<{message.letter_id}>")
         return SendResult("retry", error="could not send")
 
     @staticmethod
     def _envelope(conn: smtplib.SMTP, message: Message) -> None:
         conn.ehlo_or_helo_if_needed()
-        code, reply = conn.mail(message.from_email)
+        sender, recipient = ascii_address(message.from_email), ascii_address(message.to_email)
+        code, reply = conn.mail(sender)
         if code != 250:
-            raise smtplib.SMTPSenderRefused(code, reply, message.from_email)
-        code, reply = conn.rcpt(message.to_email)
+            raise smtplib.SMTPSenderRefused(code, reply, sender)
+        code, reply = conn.rcpt(recipient)
         if code not in (250, 251):
-            raise smtplib.SMTPRecipientsRefused({message.to_email: (code, reply)})
+            raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
 
     def _reply(self, e: smtplib.SMTPResponseException) -> str:
         text = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
@@ -117,6 +129,12 @@ class SMTPTransport:
         for conn in conns:
             _quietly_close(conn)
         self._local = threading.local()
+
+
+def ascii_address(address: str) -> str:
+    """The envelope form of an address: an internationalised domain in its ASCII (IDNA) form."""
+    local, _, domain = address.rpartition("@")
+    return address if domain.isascii() else f"{local}@{domain.encode('idna').decode('ascii')}"
 
 
 def _reset(conn: smtplib.SMTP) -> None:

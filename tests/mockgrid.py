@@ -102,6 +102,7 @@ class MockGrid:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = 256
 
         self.server = Server(("127.0.0.1", self._port), Handler)
         self._port = self.server.server_address[1]
@@ -200,3 +201,26 @@ class MockGrid:
             h.wfile.write(body)
         except OSError:
             pass  # the client gave up (its timeout): nothing to answer
+
+
+def main() -> None:
+    """Serve on its own: `python tests/mockgrid.py --port 0 --latency 0.05 --api-key K` prints the URL."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--api-key", default="SG.test-key")
+    args = parser.parse_args()
+    grid = MockGrid(api_key=args.api_key, latency=args.latency, port=args.port).start()
+    print(grid.url, flush=True)
+    try:
+        sys.stdin.read()  # runs until its parent closes our stdin
+    finally:
+        print(len(grid.deliveries()), flush=True)
+        grid.stop()
+
+
+if __name__ == "__main__":
+    main()

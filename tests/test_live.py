@@ -35,17 +35,17 @@ def live(project, grid, monkeypatch):
     return project
 
 
-def write_live_config(project, grid, delivery: str = "", extra: str = ""):
+def write_live_config(project, grid, extra: str = "", **delivery):
+    """config.toml for a live run against `grid`; keyword arguments override [delivery] keys."""
     templates = project.root / "templates"
     if not templates.exists():
         shutil.copytree(ROOT / "templates" / "korea-exception", templates)
+    settings = {"transport": '"sendgrid"', "rate_per_minute": 60000, "concurrency": 4, "timeout_s": 2,
+                **{k: (f'"{v}"' if isinstance(v, str) else v) for k, v in delivery.items()}}
+    lines = "\n".join(f"{k} = {v}" for k, v in settings.items())
     project.config.write_text(f"""{SENDER_BLOCK}
 [delivery]
-transport = "sendgrid"
-rate_per_minute = 60000
-concurrency = 4
-timeout_s = 2
-{delivery}
+{lines}
 
 [sendgrid]
 api_host = "{grid.url}"
