@@ -173,13 +173,17 @@ class Dispatcher:
         """Send due letters (at most `limit` new ones) until none is left or the run is stopped."""
         self._limit = limit
         self._retry_in_run = retry_in_run
+        self.store = self.ledger.group_writer()
         workers = [threading.Thread(target=self._work, name=f"sender-{i}", daemon=True)
                    for i in range(self.concurrency)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            while w.is_alive():
-                w.join(0.2)  # short joins keep the main thread free to take signals
+        try:
+            for w in workers:
+                w.start()
+            for w in workers:
+                while w.is_alive():
+                    w.join(0.2)  # short joins keep the main thread free to take signals
+        finally:
+            self.store.close()
         if self._error is not None:
             raise self._error
         return self.summary
@@ -252,7 +256,7 @@ class Dispatcher:
     def _send_one(self, letter_id: str) -> float | None:
         if not self.limiter.wait(self._stop):
             return None
-        if not self.ledger.claim(letter_id, self.owner):
+        if not self.store.claim(letter_id, self.owner):
             return None  # someone (the operator) moved it meanwhile
         record = self._records[letter_id]
         record.attempts += 1  # as the claim did in the ledger
@@ -264,7 +268,7 @@ class Dispatcher:
         retry_at = (started + decision.retry_in) if decision.retry_in is not None else None
         attempt = {"started_at": started, "duration_ms": duration_ms, "transport": self.transport.name,
                    "outcome": result.outcome, "http_status": result.status, "error": result.error}
-        self.ledger.finish(letter_id, decision.status, attempt=attempt, reason=decision.reason,
+        self.store.finish(letter_id, decision.status, attempt=attempt, reason=decision.reason,
                            message_id=result.message_id, retry_at=retry_at, refund=decision.refund)
         if decision.refund:
             record.attempts -= 1

@@ -204,11 +204,7 @@ class Ledger:
     def finish(self, letter_id: str, status: str, *, attempt: dict, reason: str | None = None,
                message_id: str | None = None, retry_at: float | None = None, refund: bool = False) -> None:
         """sending -> `status`, with the attempt that decided it, in one transaction."""
-        assert status in ("accepted", "failed", "unknown", "retry_wait", "pending"), status
-        t = now()
-        params = {"lid": letter_id, "status": status, "reason": reason, "t": t, "retry_at": retry_at,
-                  "refund": 1 if refund else 0, "message_id": message_id,
-                  "accepted_at": t if status == "accepted" else None}
+        params = _finish_params(letter_id, status, reason, message_id, retry_at, refund)
         with self.write() as db:
             db.execute(_ATTEMPT, {"letter_id": letter_id, **attempt})
             db.execute(_FINISH, params)
@@ -299,11 +295,141 @@ class Ledger:
         with self.engine.connect() as db:
             return db.execute(select(S.attempts).where(A.letter_id == letter_id).order_by(A.id)).all()
 
+    def group_writer(self) -> "GroupWriter":
+        """claim() and finish() for many worker threads, committed together."""
+        return GroupWriter(self)
+
     # -- locks -------------------------------------------------------------------------------------
 
     def lock(self, name: str, what: str) -> "Lock":
         """Hold `name` for this process, or refuse naming who holds it; stale holders are taken over."""
         return Lock(self, name, what)
+
+
+class _Op:
+    __slots__ = ("kind", "params", "attempt", "result", "error", "done")
+
+    def __init__(self, kind: str, params: dict, attempt: dict | None = None):
+        self.kind, self.params, self.attempt = kind, params, attempt
+        self.result, self.error = None, None
+        self.done = threading.Event()
+
+
+class GroupWriter:
+    """Claims and finishes from many workers, committed in groups by one writer thread.
+
+    A claim returns only once it is committed (before its request leaves);
+    whatever queued meanwhile shares the transaction and its fsync. A finish
+    is queued without waiting: the queue is first in, first out, so a worker's
+    next claim commits only with its previous finish, and a crash leaves at
+    most one `sending` letter per worker, as with one transaction per change.
+    """
+
+    def __init__(self, ledger: Ledger, max_group: int = 256):
+        import queue
+
+        self.ledger = ledger
+        self.max_group = max_group
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._statements: dict[str, _Prepared] = {}
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def claim(self, letter_id: str, owner: str) -> bool:
+        return self._submit(_Op("claim", {"lid": letter_id, "owner": owner, "t": now()}))
+
+    def finish(self, letter_id: str, status: str, *, attempt: dict, reason: str | None = None,
+               message_id: str | None = None, retry_at: float | None = None, refund: bool = False) -> None:
+        self._submit(_Op("finish", _finish_params(letter_id, status, reason, message_id, retry_at, refund),
+                         {"letter_id": letter_id, **attempt}), wait=False)
+
+    def _submit(self, op: _Op, wait: bool = True):
+        if self._error is not None:
+            raise self._error
+        self._queue.put(op)
+        if not wait:
+            return None
+        op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def _run(self) -> None:
+        import queue
+
+        while (op := self._queue.get()) is not None:
+            group = [op]
+            while len(group) < self.max_group:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+            try:
+                with self.ledger.write() as db:
+                    for o in group:
+                        if o.kind == "claim":
+                            o.result = self._prepared(db, "claim").run(db, o.params).rowcount == 1
+                    finishes = [o for o in group if o.kind == "finish"]
+                    if finishes:
+                        self._prepared(db, "attempt").run_many(db, [o.attempt for o in finishes])
+                        self._prepared(db, "finish").run_many(db, [o.params for o in finishes])
+            except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
+                self._error = self._error or e
+                for o in group:
+                    o.error = e
+            for o in group:
+                o.done.set()
+
+    def _prepared(self, db, name: str) -> "_Prepared":
+        found = self._statements.get(name)
+        if found is None:
+            stmt = {"claim": _CLAIM, "attempt": _ATTEMPT_ROW, "finish": _FINISH}[name]
+            found = self._statements[name] = _Prepared(stmt, db.dialect)
+        return found
+
+    def close(self) -> None:
+        """Commit what is queued; raise the first error the writer met."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class _Prepared:
+    """A statement compiled once for the database's dialect and run as driver SQL.
+
+    On the hot path SQLAlchemy's per-execution compile-cache lookup and
+    parameter processing cost more than SQLite's own work.
+    """
+
+    def __init__(self, stmt, dialect):
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        self.order = list(compiled.positiontup) if compiled.positional else None
+
+    def _args(self, params: dict):
+        merged = {**self.defaults, **params}
+        return tuple(merged[k] for k in self.order) if self.order is not None else merged
+
+    def run(self, db, params: dict):
+        return db.exec_driver_sql(self.sql, self._args(params))
+
+    def run_many(self, db, rows: list[dict]):
+        return db.exec_driver_sql(self.sql, [self._args(r) for r in rows])
+
+
+def _finish_params(letter_id, status, reason, message_id, retry_at, refund) -> dict:
+    assert status in ("accepted", "failed", "unknown", "retry_wait", "pending"), status
+    t = now()
+    return {"lid": letter_id, "status": status, "reason": reason, "t": t, "retry_at": retry_at,
+            "refund": 1 if refund else 0, "message_id": message_id,
+            "accepted_at": t if status == "accepted" else None}
 
 
 class Lock:
@@ -384,10 +510,11 @@ class Lock:
 # Statements on the hot path, built once: constructing them per letter costs more than running them.
 _L = S.letters.c
 _CLAIM = (update(S.letters)
-          .where(_L.id == bindparam("lid"), _L.status.in_(TO_SEND))
+          .where(_L.id == bindparam("lid"), or_(*(_L.status == s for s in TO_SEND)))
           .values(status="sending", claimed_by=bindparam("owner"), attempts=_L.attempts + 1,
                   next_attempt_at=None, updated_at=bindparam("t")))
 _ATTEMPT = insert(S.attempts)
+_ATTEMPT_ROW = insert(S.attempts).values({c.name: bindparam(c.name) for c in S.attempts.c if c.name != "id"})
 _FINISH = (update(S.letters)
            .where(_L.id == bindparam("lid"), _L.status == "sending")
            .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("t"),

@@ -89,7 +89,30 @@ class SendGridTransport:
         return client
 
     def payload(self, message: Message, *, sandbox: bool = False) -> dict:
-        """The Mail Send request body, built with the library's own helpers."""
+        """The Mail Send request body (v3 JSON), as the library's Mail helper builds it.
+
+        Built as a plain dict because the helper objects cost more CPU than the
+        rest of a send; tests check it equals the helper's output, field for field.
+        """
+        body: dict = {
+            "from": _address(message.from_email, message.from_name),
+            "subject": message.subject,
+            "personalizations": [{"to": [_address(message.to_email, message.to_name)]}],
+            "content": [{"type": "text/plain", "value": message.text},
+                        {"type": "text/html", "value": message.html}],
+            "categories": [message.campaign],
+            # Identifiers only, never personal data: events come back carrying them.
+            "custom_args": {"campaign_id": message.campaign,
+                            ("test_of" if message.is_test else "letter_id"): message.letter_id},
+        }
+        if message.reply_to:
+            body["reply_to"] = {"email": message.reply_to}
+        if sandbox:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return body
+
+    def payload_from_helpers(self, message: Message, *, sandbox: bool = False) -> dict:
+        """The same body built with the library's Mail helper objects (the reference for payload())."""
         from sendgrid.helpers.mail import (
             Category, CustomArg, From, HtmlContent, Mail, MailSettings, PlainTextContent, ReplyTo,
             SandBoxMode, To,
@@ -102,7 +125,6 @@ class SendGridTransport:
                     html_content=HtmlContent(message.html))
         if message.reply_to:
             mail.reply_to = ReplyTo(message.reply_to)
-        # Identifiers only, never personal data: events come back carrying them.
         key = "test_of" if message.is_test else "letter_id"
         mail.custom_arg = [CustomArg(key, message.letter_id), CustomArg("campaign_id", message.campaign)]
         mail.category = Category(message.campaign)
@@ -152,6 +174,10 @@ class SendGridTransport:
 
     def close(self) -> None:
         self._local = threading.local()
+
+
+def _address(email: str, name: str) -> dict:
+    return {"name": name, "email": email} if name else {"email": email}
 
 
 def _share_urllib_opener() -> None:

@@ -84,6 +84,7 @@ class MockGrid:
         self._count = itertools.count(0)
         self._port = port
         self.server: ThreadingHTTPServer | None = None
+        self._accepted_at: dict = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -103,6 +104,12 @@ class MockGrid:
             daemon_threads = True
             allow_reuse_address = True
             request_queue_size = 256
+
+            def process_request(self, request, client_address):
+                # Latency counts from the accept: the time our Python takes to start a
+                # thread and parse the request is part of it, not added to it.
+                grid._accepted_at[client_address] = time.monotonic()
+                super().process_request(request, client_address)
 
         self.server = Server(("127.0.0.1", self._port), Handler)
         self._port = self.server.server_address[1]
@@ -149,6 +156,7 @@ class MockGrid:
     # -- the handler ------------------------------------------------------------------------
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        arrived = self._accepted_at.pop(h.client_address, None) or time.monotonic()
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length)
         try:
@@ -168,7 +176,7 @@ class MockGrid:
         kind = action.kind if not (action.kind == "accept" and action.delay) else "slow"
         self._record(h, body, kind)
         if self.latency:
-            time.sleep(self.latency)
+            time.sleep(max(0.0, arrived + self.latency - time.monotonic()))
         if action.delay:
             time.sleep(action.delay)
         if action.kind == "cut":
