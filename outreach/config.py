@@ -155,6 +155,17 @@ class SendGrid:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    max_age_s: float = 600.0                 # older (or future) signed timestamps are refused
+    max_body_bytes: int = 16 * 1024 * 1024   # larger posts get 413
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    token_env: str = "OUTREACH_DASHBOARD_TOKEN"   # required when `serve` binds beyond loopback
+
+
+@dataclass(frozen=True)
 class SMTP:
     host: str = ""
     port: int = 587
@@ -192,6 +203,8 @@ class Settings:
     database_url: str | None = None
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     smtp: SMTP | None = None
+    webhook: Webhook = Webhook()
+    dashboard: Dashboard = Dashboard()
 
 
 TRANSPORTS = ("outbox", "sendgrid", "smtp")
@@ -250,6 +263,17 @@ def _read_settings(data: dict, path: Path) -> Settings:
     else:
         top.seen.add("smtp")
 
+    w = top.table("webhook")
+    webhook = Webhook(
+        max_age_s=w.number("max_age_s", Webhook.max_age_s, 0, 7 * 86400),
+        max_body_bytes=w.number("max_body_bytes", Webhook.max_body_bytes, 0, 1 << 30, integer=True),
+    )
+    w.done()
+
+    b = top.table("dashboard")
+    dashboard = Dashboard(token_env=b.text("token_env", Dashboard.token_env, check=_env_problem))
+    b.done()
+
     db = top.table("database")
     database_url = db.text("url", None)
     db.done()
@@ -273,7 +297,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
     top.done()
     if problems:
         raise UserError(*problems)
-    return Settings(sender, delivery, sendgrid, database_url, campaigns, smtp)
+    return Settings(sender, delivery, sendgrid, database_url, campaigns, smtp, webhook, dashboard)
 
 
 def _read_audience(a: _Table) -> Audience:
@@ -324,6 +348,14 @@ class Config:
     @property
     def smtp(self) -> SMTP | None:
         return self.settings.smtp
+
+    @property
+    def webhook(self) -> Webhook:
+        return self.settings.webhook
+
+    @property
+    def dashboard(self) -> Dashboard:
+        return self.settings.dashboard
 
     def resolve(self, p: Path) -> Path:
         """A path from the config, made absolute against the config file's folder."""

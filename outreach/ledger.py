@@ -86,9 +86,11 @@ class Ledger:
             if found > S.CURRENT_VERSION:
                 raise UserError(f"{_safe_url(self.url)}: the ledger has schema version {found}, newer than this "
                                 f"outreach ({S.CURRENT_VERSION}); upgrade outreach")
-            for version, _, tables in S.MIGRATIONS:
+            for version, _, tables, statements in S.MIGRATIONS:
                 if version > found:
                     S.metadata.create_all(db, tables=tables, checkfirst=True)
+                    for statement in statements:
+                        db.exec_driver_sql(statement)
                     db.execute(insert(S.schema_version).values(version=version, applied_at=now()))
         return found
 

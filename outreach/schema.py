@@ -83,9 +83,20 @@ locks = Table(
     Column("heartbeat_at", Float, nullable=False),
 )
 
-# Each migration brings the database from version N-1 to N. Later issues append here.
-MIGRATIONS: list[tuple[int, str, list[Table]]] = [
+campaign_state = Table(
+    "campaign_state", metadata,
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), primary_key=True),
+    Column("paused", Integer, nullable=False, default=0),     # honoured by the scheduler at its next tick
+    Column("ended_at", Float),                                # the scheduler found nothing left to send
+    Column("updated_at", Float, nullable=False),
+)
+
+
+# Each migration brings the database from version N-1 to N: the tables it creates,
+# then any statements (ALTER TABLE ...) that change existing ones. Data is kept.
+MIGRATIONS: list[tuple[int, str, list[Table], list[str]]] = [
     (1, "campaigns, letters, attempts, archive, locks",
-     [campaigns, letters, attempts, archive, locks]),
+     [campaigns, letters, attempts, archive, locks], []),
+    (2, "campaign state for the scheduler (paused, ended)", [campaign_state], []),
 ]
 CURRENT_VERSION = MIGRATIONS[-1][0]

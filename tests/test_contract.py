@@ -113,3 +113,11 @@ def test_prism_429_is_throttled_with_a_reset_already_past(prism):
     assert result.outcome == "throttled" and result.status == 429
     assert result.reset_at is not None and result.reset_at < time.time()
     assert decide(result, 1, 5, time.time()).pause_s == PAUSE_MIN_S
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("sandbox", [False, True], ids=["live", "sandbox"])
+def test_the_plain_dict_body_equals_what_the_library_helpers_build(name, sandbox):
+    transport = SendGridTransport("SG.contract-test", "http://127.0.0.1:9", timeout_s=1)
+    assert transport.payload(CASES[name], sandbox=sandbox) == transport.payload_from_helpers(CASES[name],
+                                                                                              sandbox=sandbox)

@@ -1,0 +1,81 @@
+"""The ledger on its own: migrations keep data, state changes are guarded, locks are exclusive."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import create_engine, insert, select
+
+from outreach import schema as S
+from outreach.errors import UserError
+from outreach.ledger import Ledger
+
+
+def test_an_older_ledger_is_migrated_without_losing_letters(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    version_1 = S.MIGRATIONS[0]
+    with engine.begin() as db:
+        S.schema_version.create(db)
+        S.metadata.create_all(db, tables=version_1[2])
+        db.execute(insert(S.schema_version).values(version=1, applied_at=time.time()))
+        db.execute(insert(S.campaigns).values(id=1, name="korea-exception", created_at=time.time()))
+        db.execute(insert(S.letters).values(id="abc", campaign_id=1, email="a@b.org", email_key="a@b.org",
+                                            status="accepted", attempts=1, created_at=1.0, updated_at=1.0))
+    engine.dispose()
+    ledger = Ledger(url)
+    assert ledger.version() == S.CURRENT_VERSION > 1
+    assert [r.id for r in ledger.letters(1)] == ["abc"]
+    with ledger.engine.connect() as db:
+        assert db.execute(select(S.schema_version.c.version).order_by(S.schema_version.c.version)).scalars().all() \
+            == list(range(1, S.CURRENT_VERSION + 1))
+
+
+def test_a_newer_ledger_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    ledger = Ledger(url)
+    with ledger.engine.begin() as db:
+        db.execute(insert(S.schema_version).values(version=S.CURRENT_VERSION + 1, applied_at=time.time()))
+    with pytest.raises(UserError, match="newer than this outreach"):
+        Ledger(url)
+
+
+def test_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        Ledger(f"sqlite:///{tmp_path / 'nope' / 'l.db'}")
+
+
+def test_claim_only_takes_letters_that_are_due(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    cid = ledger.campaign_id("c")
+    with ledger.write() as db:
+        for i, status in enumerate(["pending", "accepted", "unknown", "failed"]):
+            db.execute(insert(S.letters).values(id=f"l{i}", campaign_id=cid, email=f"{i}@b.org",
+                                                email_key=f"{i}@b.org", status=status, attempts=0,
+                                                created_at=i, updated_at=i))
+    assert [ledger.claim(f"l{i}", "me") for i in range(4)] == [True, False, False, False]
+    assert ledger.claim("l0", "me") is False  # already sending
+    assert ledger.orphans_to_unknown(cid) == 1
+    assert ledger.release(cid, all_unknown=True) == ["l0", "l2"]
+    with pytest.raises(UserError, match="not unknown"):
+        ledger.release(cid, ["l1"])
+
+
+def test_a_lock_held_by_a_live_process_refuses_and_a_dead_holder_is_taken_over(tmp_path):
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger = Ledger(url)
+    with ledger.lock("scheduler", "the scheduler"):
+        with pytest.raises(UserError, match="already running"):
+            Ledger(url).lock("scheduler", "the scheduler").acquire()
+    # A holder killed without releasing: its pid is gone, so the lock is stale.
+    code = ("import os, sys; from outreach.ledger import Ledger; "
+            f"Ledger({url!r}).lock('scheduler', 'x').acquire(); os._exit(9)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    lock = Ledger(url).lock("scheduler", "the scheduler")
+    lock.acquire()
+    assert lock.took_over is not None and lock.took_over["pid"] != os.getpid()
+    lock.release()
