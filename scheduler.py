@@ -1,12 +1,23 @@
 """Long-running scheduler for batch mailings: `python scheduler.py [--config PATH]`.
 
-Scheduling is not available yet: this entry point exists so the layout is
-fixed, and says so instead of pretending to run.
+Runs every campaign that has a [campaigns.NAME.schedule] table in config.toml:
+one batch per tick, inside the sending window, until nothing is left to send.
+`outreach schedule run` does the same.
 """
 
 import sys
 
+from outreach.cli import run
+
 if __name__ == "__main__":
-    print("scheduler.py: scheduled batch mailings are not available yet; "
-          "use `outreach send` for a dry run", file=sys.stderr)
-    sys.exit(2)
+    args = sys.argv[1:]
+    config = []
+    if args[:1] == ["--config"] and len(args) >= 2:
+        config, args = args[:2], args[2:]
+    elif args and args[0].startswith("--config="):
+        config, args = [args[0]], args[1:]
+    if args and args not in (["-h"], ["--help"]):
+        print(f"scheduler.py: unexpected arguments {' '.join(args)}; usage: python scheduler.py [--config PATH]",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run([*config, "schedule", "run", *args]))

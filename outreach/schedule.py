@@ -1,0 +1,376 @@
+"""Scheduled batch mailings: when a campaign may send (pure), and what each tick does.
+
+The decisions — is this a sending day, is the window open, when is the next
+tick, when will the campaign finish — are pure functions of a Schedule and a
+UTC time. `run_scheduler` wires them to APScheduler 3 (BlockingScheduler, its
+SQLAlchemy job store in the ledger's database) and each tick sends one batch
+through the same dispatcher as `outreach send --live`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import threading
+import time
+from typing import Iterator
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.base import BaseTrigger
+
+from outreach.config import Schedule
+
+log = logging.getLogger("outreach.schedule")
+UTC = dt.timezone.utc
+JOB_PREFIX = "outreach:"
+LOOKAHEAD_DAYS = 800   # far enough for any schedule with a sending day in it
+
+
+# -- the calendar (pure) ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=64)
+def federal_holidays(year: int) -> frozenset[dt.date]:
+    """U.S. federal holidays of `year`, observed dates included (the `holidays` package)."""
+    import holidays
+
+    return frozenset(holidays.country_holidays("US", years=[year]).keys())
+
+
+def is_sending_day(day: dt.date, s: Schedule) -> bool:
+    if day.weekday() not in s.days or day in s.skip_dates:
+        return False
+    return not (s.skip_federal_holidays and day in federal_holidays(day.year))
+
+
+def _wall_times(day: dt.date, s: Schedule) -> Iterator[dt.time]:
+    """The window's tick times on one day, as wall-clock times: start, start + every, ..."""
+    start = dt.datetime.combine(day, s.window[0])
+    end = dt.datetime.combine(day, s.window[1])
+    t = start
+    while t < end:
+        yield t.time()
+        t += dt.timedelta(seconds=s.every_s)
+
+
+def _local(day: dt.date, wall: dt.time, tz: ZoneInfo) -> dt.datetime | None:
+    """The moment a wall-clock time happens, or None if it does not (the spring-forward gap).
+
+    A time that happens twice (fall back) is taken once, at its first occurrence.
+    """
+    aware = dt.datetime.combine(day, wall, tzinfo=tz).replace(fold=0)
+    if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != aware.replace(tzinfo=None):
+        return None
+    return aware
+
+
+def ticks_after(after: dt.datetime, s: Schedule) -> Iterator[dt.datetime]:
+    """Every tick strictly after `after` (aware), in order, as UTC datetimes."""
+    tz = ZoneInfo(s.timezone)
+    after = max(after, s.start - dt.timedelta(microseconds=1)) if s.start else after
+    day = after.astimezone(tz).date()
+    for _ in range(LOOKAHEAD_DAYS):
+        if is_sending_day(day, s):
+            for wall in _wall_times(day, s):
+                moment = _local(day, wall, tz)
+                if moment is not None and moment > after:
+                    yield moment.astimezone(UTC)
+        day += dt.timedelta(days=1)
+
+
+def next_tick(after: dt.datetime, s: Schedule) -> dt.datetime | None:
+    return next(ticks_after(after, s), None)
+
+
+def window_open(now: dt.datetime, s: Schedule) -> bool:
+    """Inside today's window, on a sending day, after the start."""
+    if s.start and now < s.start:
+        return False
+    local = now.astimezone(ZoneInfo(s.timezone))
+    if not is_sending_day(local.date(), s):
+        return False
+    return s.window[0] <= local.time().replace(tzinfo=None) < s.window[1]
+
+
+def local_midnight(now: dt.datetime, s: Schedule) -> dt.datetime:
+    tz = ZoneInfo(s.timezone)
+    return dt.datetime.combine(now.astimezone(tz).date(), dt.time(), tzinfo=tz)
+
+
+def expected_finish(now: dt.datetime, s: Schedule, remaining: int, batch: int,
+                    sent_today: int = 0) -> dt.datetime | None:
+    """When the last tick will run, if each tick sends `batch` within the daily cap."""
+    if remaining <= 0:
+        return now
+    tz = ZoneInfo(s.timezone)
+    today = now.astimezone(tz).date()
+    used = {today: sent_today}
+    for tick in ticks_after(now, s):
+        day = tick.astimezone(tz).date()
+        room = batch if s.daily_cap is None else min(batch, s.daily_cap - used.get(day, 0))
+        if room <= 0:
+            continue
+        used[day] = used.get(day, 0) + room
+        remaining -= room
+        if remaining <= 0:
+            return tick
+    return None
+
+
+class OfficeHoursTrigger(BaseTrigger):
+    """An APScheduler trigger firing on the schedule's ticks (picklable: it holds the Schedule)."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+
+    def get_next_fire_time(self, previous_fire_time, now):
+        after = previous_fire_time if previous_fire_time is not None else now - dt.timedelta(microseconds=1)
+        return next_tick(after, self.schedule)
+
+    def __getstate__(self):
+        return {"version": 1, "schedule": self.schedule}
+
+    def __setstate__(self, state):
+        self.schedule = state["schedule"]
+
+    def __str__(self) -> str:
+        s = self.schedule
+        return f"office hours {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone} every {s.every_s}s"
+
+
+# -- what a tick does ---------------------------------------------------------------------------------
+
+_STOPPING = threading.Event()
+_RUNNING: set = set()
+_RUNNING_LOCK = threading.Lock()
+_SCHEDULER = None
+
+
+def stop_ticks() -> None:
+    """Take no new letters in any running tick; they finish what is in flight and record it."""
+    _STOPPING.set()
+    with _RUNNING_LOCK:
+        for dispatcher in list(_RUNNING):
+            dispatcher.stop("the scheduler is stopping")
+
+
+def run_tick(config_path: str, campaign: str) -> None:
+    """One scheduled tick of `campaign`: send (or, not live, list) one batch. Called by APScheduler."""
+    from outreach.errors import UserError
+
+    try:
+        _tick(config_path, campaign)
+    except UserError as e:
+        for problem in e.problems:
+            log.error("%s: %s", campaign, problem)
+    except Exception as e:  # noqa: BLE001 - a tick must never take the scheduler down
+        log.exception("%s: the tick failed: %s", campaign, e)
+
+
+def _tick(config_path: str, campaign: str) -> None:
+    from outreach.campaign import plan_campaign
+    from outreach.config import load_config
+    from outreach.ledger import open_ledger
+    from outreach.state import campaign_state, sent_since, set_ended
+
+    if _STOPPING.is_set():
+        return
+    cfg = load_config(config_path)
+    if campaign not in cfg.campaigns or cfg.campaigns[campaign].schedule is None:
+        log.warning("%s: no longer scheduled in %s; removing its job", campaign, config_path)
+        _remove_job(campaign)
+        return
+    s = cfg.campaigns[campaign].schedule
+    now = dt.datetime.now(UTC)
+    ledger = open_ledger(cfg)
+    cid = ledger.campaign_id(campaign)
+    state = campaign_state(ledger, cid)
+    if state["paused"]:
+        log.info("%s: paused; nothing sent (next run %s)", campaign, _when(next_tick(now, s), s))
+        return
+    if not window_open(now, s):
+        log.info("%s: outside the sending window; nothing sent (next run %s)", campaign, _when(next_tick(now, s), s))
+        return
+    batch = s.batch_size or cfg.delivery.batch_size
+    sent_today = sent_since(ledger, cid, local_midnight(now, s).timestamp())
+    if s.daily_cap is not None:
+        batch = min(batch, s.daily_cap - sent_today)
+        if batch <= 0:
+            log.info("%s: daily cap of %d reached; nothing sent (next run %s)", campaign, s.daily_cap,
+                     _when(next_tick(now, s), s))
+            return
+    plan = plan_campaign(cfg, campaign)
+    if not s.live:
+        _dry_tick(ledger, cid, plan, batch, now, s)
+        return
+    summary, remaining, counts = _live_tick(cfg, ledger, cid, plan, batch)
+    if summary is None:
+        return
+    log.info("%s: sent %d, failed %d, unknown %d, remaining %d; next run %s", campaign, summary.accepted,
+             summary.failed, summary.unknown, remaining, _when(next_tick(now, s), s) if remaining else "none")
+    if remaining == 0 and not state["ended_at"]:
+        set_ended(ledger, cid, True)
+        attention = ", ".join(f"{counts[k]} {k}" for k in ("unknown", "failed") if counts[k])
+        log.info("%s: campaign finished: %d letters (%s)%s", campaign, sum(counts.values()),
+                 ", ".join(f"{n} {k}" for k, n in counts.items() if n),
+                 f"; needs review: {attention} (`outreach letters list --state unknown`)" if attention else "")
+        _remove_job(campaign)
+
+
+def _dry_tick(ledger, cid: int, plan, batch: int, now: dt.datetime, s: Schedule) -> None:
+    known = ledger.known(cid)
+    waiting = [c for c in plan.recipients if c.key not in known or known[c.key][1] in ("pending", "retry_wait")]
+    chosen = waiting[:batch]
+    log.info("%s: not live (schedule live = false): would send %d letters: %s%s; nothing sent or recorded "
+             "(next run %s)", plan.name, len(chosen), ", ".join(c.email for c in chosen[:10]),
+             f" and {len(chosen) - 10} more" if len(chosen) > 10 else "", _when(next_tick(now, s), s))
+
+
+def _live_tick(cfg, ledger, cid: int, plan, batch: int):
+    from outreach.dispatch import Dispatcher
+    from outreach.errors import UserError
+    from outreach.live import check_sender, message_factory, transport_for
+
+    check_sender(cfg)
+    transport = transport_for(cfg, purpose="a live schedule")
+    try:
+        lock = ledger.lock(f"send:{plan.name}", f"a send of campaign {plan.name}")
+        lock.acquire()
+    except UserError as e:
+        log.warning("%s: %s; skipping this tick", plan.name, e.problems[0])
+        return None, None, None
+    try:
+        orphans = ledger.orphans_to_unknown(cid)
+        if orphans:
+            log.warning("%s: %d letters left `sending` by a stopped run are now unknown and will not be resent",
+                        plan.name, orphans)
+        known = ledger.known(cid)
+        new = [c for c in plan.recipients if c.key not in known]
+        if new:
+            ledger.record(cid, plan.preflight(new), plan.templates.hash())
+        dispatcher = Dispatcher(ledger, cid, transport, message_factory(cfg, plan.name), cfg.delivery,
+                                batch_size=batch)
+        with _RUNNING_LOCK:
+            _RUNNING.add(dispatcher)
+        try:
+            if _STOPPING.is_set():
+                dispatcher.stop("the scheduler is stopping")
+            summary = dispatcher.run(limit=batch)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(dispatcher)
+            transport.close()
+        counts = ledger.counts(cid)
+        remaining = counts["pending"] + counts["retry_wait"] + counts["sending"]
+        return summary, remaining, counts
+    finally:
+        lock.release()
+
+
+def _when(moment: dt.datetime | None, s: Schedule) -> str:
+    """'Mon 2026-11-30 09:30 EST (14:30 UTC here)': the campaign's time, then this machine's."""
+    if moment is None:
+        return "none"
+    there = moment.astimezone(ZoneInfo(s.timezone))
+    here = moment.astimezone()
+    return f"{there:%a %Y-%m-%d %H:%M %Z} ({here:%H:%M %Z} here)"
+
+
+# -- the long-running scheduler ------------------------------------------------------------------------
+
+def run_scheduler(config_path: str) -> int:
+    """Run every scheduled campaign until SIGTERM / Ctrl-C; returns the exit code."""
+    import signal
+
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from outreach.campaign import plan_campaign
+    from outreach.config import load_config
+    from outreach.errors import UserError
+    from outreach.ledger import open_ledger
+    from outreach.live import check_sender, transport_for
+    from outreach.state import campaign_state, set_ended
+
+    global _SCHEDULER
+    _setup_logging()
+    cfg = load_config(config_path)
+    scheduled = {name: c.schedule for name, c in sorted(cfg.campaigns.items()) if c.schedule is not None}
+    if not scheduled:
+        raise UserError(f"{cfg.path}: no campaign has a [campaigns.NAME.schedule] table; add one to schedule it")
+    if any(s.live for s in scheduled.values()):
+        check_sender(cfg)
+        transport_for(cfg, purpose="a live schedule")  # the key is there before anything is scheduled
+    ledger = open_ledger(cfg)
+    lock = ledger.lock("scheduler", "a scheduler on this database")
+    lock.acquire()
+    if lock.took_over:
+        log.warning("took over the scheduler lock from pid %s on %s, which is no longer running",
+                    lock.took_over["pid"], lock.took_over["host"])
+    _STOPPING.clear()
+    scheduler = BlockingScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename="scheduler_jobs")},
+        job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
+    _SCHEDULER = scheduler
+    now = dt.datetime.now(UTC)
+    for name, s in scheduled.items():
+        cid = ledger.campaign_id(name)
+        ended = campaign_state(ledger, cid)["ended_at"]
+        if ended and s.live:
+            counts = ledger.counts(cid)
+            plan = plan_campaign(cfg, name)
+            known = ledger.known(cid)
+            if counts["pending"] + counts["retry_wait"] == 0 and all(c.key in known for c in plan.recipients):
+                log.info("%s: finished earlier; nothing left to send", name)
+                continue
+            set_ended(ledger, cid, False)
+        window = dt.datetime.combine(dt.date.today(), s.window[1]) - dt.datetime.combine(dt.date.today(), s.window[0])
+        # A tick missed while the scheduler was down runs once on return if still in the
+        # window (coalesce, and the grace covers the window); the tick itself checks the window.
+        scheduler.add_job("outreach.schedule:run_tick", OfficeHoursTrigger(s), args=[str(cfg.path), name],
+                          id=JOB_PREFIX + name, name=name, replace_existing=True, coalesce=True, max_instances=1,
+                          misfire_grace_time=int(window.total_seconds()) or 1)
+        log.info("%s: scheduled (%s, %s); next run %s", name, "live" if s.live else "not live: logs only",
+                 OfficeHoursTrigger(s), _when(next_tick(now, s), s))
+
+    def stop(signum, frame):
+        log.info("stopping: the letters in flight are finished and recorded")
+        stop_ticks()
+        scheduler.shutdown(wait=False)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        scheduler.start()  # returns after shutdown
+        _wait_for_ticks()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _SCHEDULER = None
+        lock.release()
+    log.info("scheduler stopped")
+    return 0
+
+
+def _remove_job(campaign: str) -> None:
+    from apscheduler.jobstores.base import JobLookupError
+
+    if _SCHEDULER is not None:
+        try:
+            _SCHEDULER.remove_job(JOB_PREFIX + campaign)
+        except JobLookupError:
+            pass
+
+
+def _wait_for_ticks(timeout: float = 600.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with _RUNNING_LOCK:
+            if not _RUNNING:
+                return
+        time.sleep(0.1)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("python_http_client").setLevel(logging.WARNING)

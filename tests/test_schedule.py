@@ -1,0 +1,250 @@
+"""Scheduled batch mailings: the calendar decisions with an injected clock, then scheduler.py for real."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conftest import ROOT
+from mockgrid import MockGrid
+from outreach.config import Schedule, load_config, parse_days
+from outreach.schedule import (
+    OfficeHoursTrigger, expected_finish, is_sending_day, next_tick, ticks_after, window_open,
+)
+from test_crash import many_contacts
+from test_live import KEY, campaign_letters, ledger_of, write_live_config
+
+NY = ZoneInfo("America/New_York")
+UTC = dt.timezone.utc
+
+
+def at(y, m, d, hh=0, mm=0, tz=NY) -> dt.datetime:
+    return dt.datetime(y, m, d, hh, mm, tzinfo=tz)
+
+
+def weekday_schedule(**changes) -> Schedule:
+    return Schedule(**{"days": parse_days("mon-fri"), "window": (dt.time(9, 30), dt.time(16, 30)),
+                       "every_s": 3600, **changes})
+
+
+# -- the window and the calendar -------------------------------------------------------------------
+
+def test_the_window_opens_and_closes_in_eastern_time():
+    s = weekday_schedule()
+    assert not window_open(at(2026, 12, 1, 9, 29), s)            # Tuesday, a minute early
+    assert window_open(at(2026, 12, 1, 9, 30), s)
+    assert window_open(at(2026, 12, 1, 16, 29), s)
+    assert not window_open(at(2026, 12, 1, 16, 30), s)
+    assert not window_open(at(2026, 12, 5, 11, 0), s)            # Saturday
+    # The same instant seen from UTC: 14:30 UTC is 09:30 in New York in December.
+    assert window_open(dt.datetime(2026, 12, 1, 14, 30, tzinfo=UTC), s)
+
+
+@pytest.mark.parametrize("day,name", [
+    (dt.date(2026, 11, 26), "Thanksgiving"), (dt.date(2026, 12, 25), "Christmas"),
+    (dt.date(2026, 11, 11), "Veterans Day"), (dt.date(2027, 1, 1), "New Year's Day"),
+    (dt.date(2027, 1, 18), "Martin Luther King Jr. Day"), (dt.date(2027, 2, 15), "Washington's Birthday"),
+    (dt.date(2027, 5, 31), "Memorial Day"), (dt.date(2027, 6, 18), "Juneteenth (observed)"),
+    (dt.date(2027, 7, 5), "Independence Day (observed)"), (dt.date(2027, 9, 6), "Labor Day"),
+    (dt.date(2027, 10, 11), "Columbus Day"), (dt.date(2027, 11, 25), "Thanksgiving"),
+    (dt.date(2027, 12, 24), "Christmas (observed)"), (dt.date(2027, 12, 31), "New Year's Day 2028 (observed)"),
+    (dt.date(2026, 7, 3), "Independence Day 2026 (observed)"),
+])
+def test_federal_holidays_of_2026_and_2027_are_skipped(day, name):
+    assert day.weekday() < 5, name
+    assert not is_sending_day(day, weekday_schedule())
+    assert is_sending_day(day, weekday_schedule(skip_federal_holidays=False))
+
+
+def test_skip_dates_and_days():
+    s = weekday_schedule(days=parse_days("mon,wed,fri"), skip_dates=frozenset({dt.date(2026, 12, 2)}))
+    assert [is_sending_day(dt.date(2026, 11, 30) + dt.timedelta(days=i), s) for i in range(7)] == \
+        [True, False, False, False, True, False, False]   # Wed 2 Dec is a recess day
+
+
+def test_ticks_start_at_the_window_and_stop_before_its_end():
+    s = weekday_schedule(every_s=2 * 3600)
+    ticks = [t.astimezone(NY) for t in ticks_after(at(2026, 12, 1, 0, 0), s)][:5]
+    assert [t.strftime("%a %H:%M") for t in ticks] == ["Tue 09:30", "Tue 11:30", "Tue 13:30", "Tue 15:30",
+                                                       "Wed 09:30"]
+
+
+def test_the_start_date_holds_ticks_back_and_carries_its_offset():
+    s = weekday_schedule(start=dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))))
+    assert next_tick(at(2026, 12, 1), s).astimezone(NY) == at(2026, 12, 3, 12, 30)
+    assert not window_open(at(2026, 12, 2, 10, 0), s)
+
+
+def test_spring_forward_neither_skips_nor_doubles_the_window():
+    s = weekday_schedule(every_s=3600)
+    # Daylight saving begins Sunday 14 March 2027; Friday before and Monday after.
+    before = [t.astimezone(NY) for t in ticks_after(at(2027, 3, 12, 0, 0), s)][:14]
+    hours = ("09", "10", "11", "12", "13", "14", "15")
+    assert [t.strftime("%a %H:%M") for t in before] == [f"{d} {h}:30" for d in ("Fri", "Mon") for h in hours]
+    # Wall-clock 09:30 both days, although the UTC hour moved.
+    assert before[0].astimezone(UTC).hour == 14 and before[7].astimezone(UTC).hour == 13
+
+
+def test_fall_back_neither_skips_nor_doubles_the_window():
+    s = weekday_schedule(every_s=3600)
+    ticks = [t.astimezone(NY) for t in ticks_after(at(2026, 10, 30, 0, 0), s)][:14]   # DST ends Sun 1 Nov 2026
+    assert [t.strftime("%a %H:%M") for t in ticks] == [f"{d} {h}:30" for d in ("Fri", "Mon")
+                                                       for h in ("09", "10", "11", "12", "13", "14", "15")]
+    assert ticks[0].astimezone(UTC).hour == 13 and ticks[7].astimezone(UTC).hour == 14
+
+
+def test_a_window_over_the_change_hour_runs_once_through_it():
+    s = Schedule(days=parse_days("mon-sun"), window=(dt.time(0, 0), dt.time(4, 0)), every_s=1800,
+                 skip_federal_holidays=False)
+    spring = [t.astimezone(NY).strftime("%H:%M") for t in ticks_after(at(2027, 3, 14, 0, 0) - dt.timedelta(minutes=1), s)][:6]
+    assert spring == ["00:00", "00:30", "01:00", "01:30", "03:00", "03:30"]      # 02:00-02:59 does not exist
+    fall = [t.astimezone(NY) for t in ticks_after(at(2026, 11, 1, 0, 0) - dt.timedelta(minutes=1), s)][:8]
+    assert [t.strftime("%H:%M") for t in fall] == ["00:00", "00:30", "01:00", "01:30", "02:00", "02:30", "03:00",
+                                                   "03:30"]   # 01:00-01:59 happens twice; ticked once
+    assert all(b > a for a, b in zip(fall, fall[1:]))
+
+
+def test_the_trigger_gives_one_next_run_after_a_long_outage():
+    """APScheduler asks for the fire times missed; with coalesce they collapse to one run."""
+    s = weekday_schedule(every_s=900)
+    trigger = OfficeHoursTrigger(s)
+    down_from, back_at = at(2026, 12, 1, 9, 40), at(2026, 12, 1, 12, 5)
+    missed = []
+    t = trigger.get_next_fire_time(down_from, back_at)
+    while t is not None and t <= back_at:
+        missed.append(t)
+        t = trigger.get_next_fire_time(t, back_at)
+    assert len(missed) == 10 and t.astimezone(NY) == at(2026, 12, 1, 12, 15)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(trigger)).schedule == s
+
+
+def test_expected_finish_respects_batch_and_daily_cap():
+    s = weekday_schedule(every_s=3600, daily_cap=100)
+    # 537 letters, 50 a tick, 100 a day: five full days from Monday, the last 37 at the
+    # first tick of the next Monday.
+    finish = expected_finish(at(2026, 11, 30, 8, 0), s, remaining=537, batch=50)
+    assert finish.astimezone(NY) == at(2026, 12, 7, 9, 30)
+    assert expected_finish(at(2026, 11, 30, 8, 0), weekday_schedule(every_s=3600), 100, 50).astimezone(NY) \
+        == at(2026, 11, 30, 10, 30)
+
+
+def test_schedule_keys_are_validated(project, outreach):
+    project.write_config(extra='[campaigns.korea-exception.schedule]\nwindow = "17:00-09:00"\nevery = "often"\n'
+                               'days = "weekdays"\ntimezone = "Mars/Olympus"\nskip_dates = ["soon"]\n')
+    r = outreach("--config", project.config, "schedule", "show")
+    assert r.code == 2
+    for key in ("window", "every", "days", "timezone", "skip_dates"):
+        assert f"[campaigns.korea-exception.schedule] {key}" in r.err
+
+
+def test_a_naive_start_is_in_the_schedule_time_zone(project):
+    project.write_config(extra='[campaigns.korea-exception.schedule]\nstart = 2026-12-01T09:30:00\n'
+                               'timezone = "America/Chicago"\n')
+    s = load_config(project.config).campaigns["korea-exception"].schedule
+    assert s.start == dt.datetime(2026, 12, 1, 9, 30, tzinfo=ZoneInfo("America/Chicago"))
+
+
+# -- scheduler.py for real ----------------------------------------------------------------------------
+
+FAST = """
+[campaigns.korea-exception.schedule]
+days = "mon-sun"
+window = "00:00-24:00"
+timezone = "UTC"
+every = "1s"
+batch_size = 4
+skip_federal_holidays = false
+live = true
+"""
+
+
+def start_scheduler(project):
+    env = {**os.environ, "SENDGRID_API_KEY": KEY}
+    return subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config", str(project.config)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_the_scheduler_survives_sigkill_and_finishes_the_campaign(project):
+    many_contacts(project, 30)
+    with MockGrid(api_key=KEY, latency=0.05) as grid:
+        write_live_config(project, grid, extra=FAST, concurrency=2)
+        first = start_scheduler(project)
+        wait_for(lambda: len(grid.deliveries()) >= 6, 30, "the first batches")
+        # A second scheduler on the same database refuses to start.
+        second = start_scheduler(project)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 2 and "already running" in err
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        sent_before_kill = len(grid.deliveries())
+        assert sent_before_kill < 30
+        # The killed one's lock is stale: a new scheduler takes it over and carries on.
+        third = start_scheduler(project)
+
+        def finished():
+            counts = ledger_of(project).counts(ledger_of(project).campaign_id("korea-exception"))
+            return counts["pending"] + counts["retry_wait"] + counts["sending"] == 0 and sum(counts.values()) == 30
+
+        wait_for(finished, 60, "the campaign to finish")
+        time.sleep(1.5)  # a tick or two more: the end is logged once, not at every tick
+        third.send_signal(signal.SIGTERM)
+        out, err = third.communicate(timeout=60)
+        received = grid.received
+    assert third.returncode == 0, err
+    assert "took over the scheduler lock" in err
+    assert "campaign finished" in err and err.count("campaign finished") == 1
+    assert "sent" in err and "remaining" in err and "next run" in err
+    assert max(received.values()) == 1
+    statuses = [row.status for row in campaign_letters(project)]
+    assert len(statuses) == 30 and set(statuses) <= {"accepted", "unknown"}
+
+
+def test_pause_is_honoured_at_the_next_tick_and_sigterm_exits_0(project, outreach):
+    many_contacts(project, 20)
+    with MockGrid(api_key=KEY, latency=0.05) as grid:
+        write_live_config(project, grid, extra=FAST, concurrency=1)
+        assert outreach("--config", project.config, "schedule", "pause", "korea-exception").code == 0
+        proc = start_scheduler(project)
+        time.sleep(3)
+        assert grid.deliveries() == []
+        r = outreach("--config", project.config, "schedule", "show")
+        assert "korea-exception: paused" in r.out and "letters remaining: 20" in r.out
+        outreach("--config", project.config, "schedule", "resume", "korea-exception")
+        wait_for(lambda: len(grid.deliveries()) >= 4, 20, "sending after resume")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "paused; nothing sent" in err
+    assert "sending" not in {row.status for row in campaign_letters(project)}
+
+
+def test_a_schedule_that_is_not_live_logs_and_records_nothing(project):
+    many_contacts(project, 10)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST.replace("live = true", "live = false"))
+        proc = start_scheduler(project)
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert grid.deliveries() == []
+    assert proc.returncode == 0
+    assert "would send 4 letters" in err and "nothing sent or recorded" in err
+    assert campaign_letters(project) == []
