@@ -97,6 +97,13 @@ def local_midnight(now: dt.datetime, s: Schedule) -> dt.datetime:
     return dt.datetime.combine(now.astimezone(tz).date(), dt.time(), tzinfo=tz)
 
 
+def batch_for_tick(batch_size: int, daily_cap: int | None, sent_today: int) -> int:
+    """How many letters this tick may send: the batch, within what is left of the daily cap."""
+    if daily_cap is None:
+        return batch_size
+    return max(0, min(batch_size, daily_cap - sent_today))
+
+
 def expected_finish(now: dt.datetime, s: Schedule, remaining: int, batch: int,
                     sent_today: int = 0) -> dt.datetime | None:
     """When the last tick will run, if each tick sends `batch` within the daily cap."""
@@ -107,7 +114,7 @@ def expected_finish(now: dt.datetime, s: Schedule, remaining: int, batch: int,
     used = {today: sent_today}
     for tick in ticks_after(now, s):
         day = tick.astimezone(tz).date()
-        room = batch if s.daily_cap is None else min(batch, s.daily_cap - used.get(day, 0))
+        room = batch_for_tick(batch, s.daily_cap, used.get(day, 0))
         if room <= 0:
             continue
         used[day] = used.get(day, 0) + room
@@ -191,14 +198,12 @@ def _tick(config_path: str, campaign: str) -> None:
     if not window_open(now, s):
         log.info("%s: outside the sending window; nothing sent (next run %s)", campaign, _when(next_tick(now, s), s))
         return
-    batch = s.batch_size or cfg.delivery.batch_size
     sent_today = sent_since(ledger, cid, local_midnight(now, s).timestamp())
-    if s.daily_cap is not None:
-        batch = min(batch, s.daily_cap - sent_today)
-        if batch <= 0:
-            log.info("%s: daily cap of %d reached; nothing sent (next run %s)", campaign, s.daily_cap,
-                     _when(next_tick(now, s), s))
-            return
+    batch = batch_for_tick(s.batch_size or cfg.delivery.batch_size, s.daily_cap, sent_today)
+    if batch <= 0:
+        log.info("%s: daily cap of %d reached; nothing sent (next run %s)", campaign, s.daily_cap,
+                 _when(next_tick(now, s), s))
+        return
     plan = plan_campaign(cfg, campaign)
     if not s.live:
         _dry_tick(ledger, cid, plan, batch, now, s)
@@ -210,10 +215,11 @@ def _tick(config_path: str, campaign: str) -> None:
              summary.failed, summary.unknown, remaining, _when(next_tick(now, s), s) if remaining else "none")
     if remaining == 0 and not state["ended_at"]:
         set_ended(ledger, cid, True)
-        attention = ", ".join(f"{counts[k]} {k}" for k in ("unknown", "failed") if counts[k])
+        review = [r.id for r in ledger.letters(cid, "unknown")]
         log.info("%s: campaign finished: %d letters (%s)%s", campaign, sum(counts.values()),
                  ", ".join(f"{n} {k}" for k, n in counts.items() if n),
-                 f"; needs review: {attention} (`outreach letters list --state unknown`)" if attention else "")
+                 f"; {len(review)} unknown need review: {', '.join(review[:20])}"
+                 f"{' ...' if len(review) > 20 else ''} (`outreach letters show ID`)" if review else "")
         _remove_job(campaign)
 
 

@@ -16,7 +16,7 @@ from conftest import ROOT
 from mockgrid import MockGrid
 from outreach.config import Schedule, load_config, parse_days
 from outreach.schedule import (
-    OfficeHoursTrigger, expected_finish, is_sending_day, next_tick, ticks_after, window_open,
+    OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, next_tick, ticks_after, window_open,
 )
 from test_crash import many_contacts
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
@@ -125,6 +125,13 @@ def test_the_trigger_gives_one_next_run_after_a_long_outage():
     import pickle
 
     assert pickle.loads(pickle.dumps(trigger)).schedule == s
+
+
+def test_a_tick_sends_its_batch_within_the_daily_cap():
+    assert batch_for_tick(25, None, 10_000) == 25
+    assert batch_for_tick(25, 100, 0) == 25
+    assert batch_for_tick(25, 100, 90) == 10
+    assert batch_for_tick(25, 100, 100) == 0 and batch_for_tick(25, 100, 130) == 0
 
 
 def test_expected_finish_respects_batch_and_daily_cap():
