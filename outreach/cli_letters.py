@@ -45,9 +45,13 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     from outreach.campaign import plan_campaign
     from outreach.message import message_for, to_eml
 
+    from outreach.ledger import existing_ledger
+
     cfg = app.config
-    plan = plan_campaign(cfg, campaign, contacts_file)
+    plan = plan_campaign(cfg, campaign, contacts_file, ledger=existing_ledger(cfg))
     letters = plan.preflight(choose(plan, to, limit, 1))
+    for contact, reason in plan.suppressed:
+        click.echo(f"note: {contact.email} is suppressed ({reason}) and will be skipped", err=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     for letter in letters:
@@ -80,8 +84,10 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
               help="Send the letters to ADDRESS instead, subject marked [TEST]; nothing is recorded.")
 @click.option("--to", "to", multiple=True, metavar="BIOGUIDE_OR_EMAIL",
               help="With --test-to: whose letters to send (repeatable; default the first).")
+@click.option("--retry-failed", is_flag=True,
+              help="Send again only the letters that never reached the office (failed, or bounced as blocked).")
 @pass_app
-def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test_to, to) -> int:
+def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test_to, to, retry_failed) -> int:
     """Send a campaign. Without --live this is a dry run: .eml files in the outbox, nothing sent."""
     if live and dry_run_flag:
         raise UserError("--live and --dry-run contradict each other; choose one")
@@ -89,9 +95,15 @@ def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test
         raise UserError("--test-to sends only to your own address; leave out --live and --dry-run")
     if to and not test_to:
         raise UserError("--to works with --test-to (or use `outreach preview --to`)")
+    if retry_failed and test_to:
+        raise UserError("--retry-failed and --test-to do not go together")
     from outreach.campaign import plan_campaign
 
     cfg = app.config
+    if retry_failed:
+        if live and not yes and not sys.stdin.isatty():
+            raise UserError("--live without a terminal needs --yes (nothing asks for confirmation); nothing was sent")
+        return _retry_failed(cfg, campaign, live, yes, limit)
     if test_to:
         return _send_tests(cfg, campaign, contacts_file, test_to, to, limit)
     if live:
@@ -99,8 +111,9 @@ def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test
             raise UserError("--live without a terminal needs --yes (nothing asks for confirmation); nothing was sent")
         return _send_live(cfg, campaign, contacts_file, limit, yes)
     from outreach.dryrun import dry_run
+    from outreach.ledger import existing_ledger
 
-    plan = plan_campaign(cfg, campaign, contacts_file)
+    plan = plan_campaign(cfg, campaign, contacts_file, ledger=existing_ledger(cfg))
     result = dry_run(plan, cfg, limit)
     lst = plan.contact_list
     click.echo(f"Dry run of {plan.name}: nothing was sent.")
@@ -152,11 +165,11 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
     from outreach.message import message_for
     from outreach.progress import Progress
 
-    plan = plan_campaign(cfg, campaign, contacts_file)
     transport = transport_for(cfg)
     check_sender(cfg)
-    letters = plan.preflight(plan.recipients)
     ledger = open_ledger(cfg)
+    plan = plan_campaign(cfg, campaign, contacts_file, ledger=ledger)
+    letters = plan.preflight(plan.recipients)
     with ledger.lock(f"send:{plan.name}", f"a send of campaign {plan.name}"):
         live = plan_live(ledger, plan, letters, limit)
         if live.orphans:
@@ -167,15 +180,19 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
             click.echo(f"Nothing to send for {plan.name}: all {live.recipients} recipients already have a letter "
                        f"in the ledger ({', '.join(f'{n} {s}' for s, n in sorted(live.existing.items()))}).")
             return _exit_for(ledger, live.campaign_id)
-        first = live.new[0] if live.new else None
-        sandbox_check(transport, message_for(first, cfg.sender, plan.name) if first else
-                      message_factory(cfg, plan.name)(ledger.load(ledger.due(live.campaign_id, 1)[0])), cfg)
+        if live.first is not None:
+            sandbox_check(transport, message_for(live.first, cfg.sender, plan.name), cfg)
+        else:  # only letters of recipients no longer in the audience are due: check with one of them
+            sandbox_check(transport, message_factory(cfg, plan.name)(
+                ledger.load(ledger.due(live.campaign_id, 1)[0])), cfg)
         for line in describe(live, cfg, transport):
             click.echo(line)
         if not yes and not click.confirm("Send these letters now?", default=False):
             click.echo("Nothing was sent.")
             return EXIT_OK
-        ledger.record(live.campaign_id, live.new, plan.templates.hash())
+        # Every letter, not only the new ones: a pending letter never tried gets today's text.
+        ledger.record(live.campaign_id, letters, plan.templates.hash())
+        ledger.record_skipped(live.campaign_id, plan.suppressed)
         with Progress(live.to_send, "sending") as progress:
             dispatcher = Dispatcher(ledger, live.campaign_id, transport, message_factory(cfg, plan.name),
                                     cfg.delivery, on_done=lambda _id, status: progress.advance()
@@ -187,6 +204,51 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
         if summary.unauthorized:
             return EXIT_BAD_INPUT
         return _exit_for(ledger, live.campaign_id) if not summary.stopped else EXIT_ATTENTION
+
+
+def _retry_failed(cfg, campaign, live, yes, limit) -> int:
+    """Letters that never reached the office, sent again: never one that was delivered."""
+    from outreach.dispatch import Dispatcher
+    from outreach.ledger import open_ledger
+    from outreach.live import check_sender, message_factory, transport_for
+    from outreach.progress import Progress
+    from outreach.suppressions import apply as apply_suppressions
+
+    name, _ = cfg.campaign(campaign)
+    transport = transport_for(cfg) if live else None
+    if live:
+        check_sender(cfg)
+    ledger = open_ledger(cfg)
+    cid = ledger.campaign_id(name, create=False)
+    if cid is None:
+        click.echo(f"{name}: no letters in the ledger yet; nothing to retry")
+        return EXIT_OK
+    with ledger.lock(f"send:{name}", f"a send of campaign {name}"):
+        apply_suppressions(ledger, cid)
+        candidates = ledger.retry_candidates(cid)[:limit] if limit else ledger.retry_candidates(cid)
+        if not candidates:
+            click.echo(f"{name}: no failed or blocked letters to retry")
+            return EXIT_OK
+        click.echo(f"{'Retrying' if live else 'Would retry'} {len(candidates)} letters of {name} that never "
+                   "reached the office:")
+        for r in candidates:
+            click.echo(f"  {r.id[:12]}  {r.email:<40} {r.status}: {r.reason or ''}")
+        if not live:
+            click.echo("Dry run: nothing was sent; add --live to send them again.")
+            return EXIT_OK
+        if not yes and not click.confirm("Send these letters again now?", default=False):
+            click.echo("Nothing was sent.")
+            return EXIT_OK
+        ids = [r.id for r in candidates]
+        ledger.requeue(ids)
+        with Progress(len(ids), "sending") as progress:
+            dispatcher = Dispatcher(ledger, cid, transport, message_factory(cfg, name), cfg.delivery,
+                                    on_done=lambda _id, status: progress.advance())
+            with _stop_on_signals(dispatcher):
+                summary = dispatcher.run(only=set(ids))
+        transport.close()
+        _print_summary(name, summary, ledger, cid)
+        return EXIT_BAD_INPUT if summary.unauthorized else _exit_for(ledger, cid)
 
 
 def _exit_for(ledger, campaign_id) -> int:

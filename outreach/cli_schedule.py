@@ -62,7 +62,7 @@ def schedule_show(app: App) -> int:
         state = campaign_state(ledger, cid)
         counts = ledger.counts(cid)
         known = ledger.known(cid)
-        plan = plan_campaign(cfg, name)
+        plan = plan_campaign(cfg, name, ledger=ledger)
         unrecorded = sum(1 for c in plan.recipients if c.key not in known)
         remaining = counts["pending"] + counts["retry_wait"] + unrecorded
         status = ("paused" if state["paused"] else "finished" if state["ended_at"] and not remaining

@@ -6,6 +6,7 @@ start-up instant and lets each message name the exact key and say what to write.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import re
 import tomllib
@@ -178,6 +179,9 @@ class SMTP:
 SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 
+FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered")
+
+
 @dataclass(frozen=True)
 class Audience:
     chamber: str | None = None
@@ -186,6 +190,7 @@ class Audience:
     committees: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    status: str | None = None          # follow-ups: the state of the first letter (FOLLOW_UP_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,8 @@ class Campaign:
     audience: Audience = Audience()
     subject: str | None = None
     schedule: Schedule | None = None
+    follow_up_of: str | None = None    # a follow-up writes to recipients of that campaign ...
+    after_days: int = 0                # ... at least this many days after their letter
 
 
 @dataclass(frozen=True)
@@ -311,8 +318,18 @@ def _read_settings(data: dict, path: Path) -> Settings:
             audience=_read_audience(c.table("audience")),
             subject=c.text("subject", None),
             schedule=_read_schedule(c.table("schedule")) if "schedule" in c.data else _seen(c, "schedule"),
+            follow_up_of=c.text("follow_up_of", None),
+            after_days=c.number("after_days", 0, -1, 3650, integer=True),
         )
         c.done()
+        campaign = campaigns[name]
+        if campaign.follow_up_of is not None and campaign.follow_up_of not in all_campaigns.data:
+            c.problem("follow_up_of", f"no campaign {campaign.follow_up_of!r} in this file")
+        if campaign.follow_up_of is not None and campaign.audience.status is None:
+            campaigns[name] = dataclasses.replace(
+                campaign, audience=dataclasses.replace(campaign.audience, status="not_opened"))
+        if campaign.follow_up_of is None and campaign.audience.status is not None:
+            c.problem("audience", "status applies only to a follow-up: set follow_up_of too")
     top.done()
     if problems:
         raise UserError(*problems)
@@ -437,6 +454,8 @@ def _read_audience(a: _Table) -> Audience:
             else "not a committee code like SSAS or HSFA")),
         include=tuple(a.strings("include")),
         exclude=tuple(a.strings("exclude")),
+        status=a.text("status", None, check=lambda v: None if v in FOLLOW_UP_STATUSES
+                      else f"should be one of {', '.join(FOLLOW_UP_STATUSES)}"),
     )
     a.done()
     return audience

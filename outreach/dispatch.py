@@ -158,6 +158,7 @@ class Dispatcher:
         self._taken = 0
         self._in_flight = 0
         self._limit: int | None = None
+        self._only: set[str] | None = None
         self._exhausted = False
         self._error: BaseException | None = None
 
@@ -169,9 +170,11 @@ class Dispatcher:
             self._stop.set()
             self._cond.notify_all()
 
-    def run(self, limit: int | None = None, retry_in_run: bool = True) -> RunSummary:
-        """Send due letters (at most `limit` new ones) until none is left or the run is stopped."""
+    def run(self, limit: int | None = None, retry_in_run: bool = True, only: set[str] | None = None) -> RunSummary:
+        """Send due letters (at most `limit` new ones, only those in `only` if given) until none
+        is left or the run is stopped."""
         self._limit = limit
+        self._only = only
         self._retry_in_run = retry_in_run
         self.store = self.ledger.group_writer()
         workers = [threading.Thread(target=self._work, name=f"sender-{i}", daemon=True)
@@ -198,14 +201,17 @@ class Dispatcher:
         if room <= 0:
             self._exhausted = True
             return False
-        fresh = [i for i in self.ledger.due(self.campaign_id, limit=room + len(self._seen)) if i not in self._seen]
+        due = self.ledger.due(self.campaign_id, limit=None if self._only is not None else room + len(self._seen))
+        fresh = [i for i in due if i not in self._seen and (self._only is None or i in self._only)]
         fresh = fresh[:room]
         if not fresh:
             self._exhausted = True
             return False
         self._seen.update(fresh)
-        self._taken += len(fresh)
         self._records.update(self.ledger.load_many(fresh))
+        # A letter without an archived message is never sent blind: it waits, untouched.
+        fresh = [i for i in fresh if i in self._records]
+        self._taken += len(fresh)
         self._ready.extend(fresh)
         return True
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outreach import schema as S
 from outreach.errors import UserError
+from outreach.letters import letter_id
 
 STATES = ("pending", "sending", "retry_wait", "accepted", "delivered", "opened", "clicked", "deferred",
           "bounced", "dropped", "spamreport", "unsubscribed", "failed", "unknown", "skipped")
@@ -31,6 +32,9 @@ LEFT_US = frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "
                      "spamreport", "unsubscribed"})
 TO_SEND = ("pending", "retry_wait")
 NEEDS_ATTENTION = ("unknown", "failed")
+# A bounced letter's reason starts with its bounce type: "blocked: ..." is the receiving
+# server refusing for now, worth retrying; "bounce: ..." is a dead address, suppressed.
+BLOCKED_PREFIX = "blocked"
 
 
 def now() -> float:
@@ -155,9 +159,54 @@ class Ledger:
                 L = S.letters.c
                 never_tried = db.execute(select(L.attempts).where(L.id == arch["letter_id"])).scalar() == 0
                 if never_tried:
-                    db.execute(update(S.archive).where(S.archive.c.letter_id == arch["letter_id"])
-                               .values(**{k: v for k, v in arch.items() if k != "letter_id"}))
+                    n = db.execute(update(S.archive).where(S.archive.c.letter_id == arch["letter_id"])
+                                   .values(**{k: v for k, v in arch.items() if k != "letter_id"})).rowcount
+                    if n == 0:  # recorded as skipped (no message then), now to be sent
+                        db.execute(insert(S.archive).values(**arch))
         return len(new_rows)
+
+    def record_skipped(self, campaign_id: int, skipped: list) -> int:
+        """Recipients left out on purpose (suppressed) get a `skipped` letter with the reason, once."""
+        known = self.known(campaign_id)
+        t = now()
+        rows = []
+        for contact, reason in skipped:
+            if contact.key in known:
+                continue
+            rows.append({"id": letter_id(self._campaign_name(campaign_id), contact.email),
+                         "campaign_id": campaign_id, "email": contact.email, "email_key": contact.key,
+                         "bioguide_id": contact.bioguide_id, "name": contact.full_name, "chamber": contact.chamber,
+                         "state_code": contact.state, "district": contact.district, "party": contact.party,
+                         "committees": ";".join(contact.committees), "status": "skipped",
+                         "reason": f"suppressed: {reason}", "attempts": 0, "created_at": t, "updated_at": t})
+            known[contact.key] = (rows[-1]["id"], "skipped")
+        if rows:
+            with self.write() as db:
+                db.execute(insert(S.letters), rows)
+        return len(rows)
+
+    def _campaign_name(self, campaign_id: int) -> str:
+        with self.engine.connect() as db:
+            return db.execute(select(S.campaigns.c.name).where(S.campaigns.c.id == campaign_id)).scalar_one()
+
+    def retry_candidates(self, campaign_id: int) -> list:
+        """Letters that never reached the office: failed, or bounced as `blocked` (never one delivered)."""
+        L = S.letters.c
+        with self.engine.connect() as db:
+            return db.execute(select(L.id, L.email, L.status, L.reason).where(
+                L.campaign_id == campaign_id,
+                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))))
+                .order_by(L.created_at, L.id)).all()
+
+    def requeue(self, letter_ids: list[str]) -> int:
+        """failed / blocked letters -> pending, attempts counted afresh (their history stays in attempts)."""
+        L = S.letters.c
+        with self.write() as db:
+            return db.execute(update(S.letters).where(
+                L.id.in_(letter_ids),
+                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))))
+                .values(status="pending", attempts=0, reason="queued again by --retry-failed",
+                        updated_at=now())).rowcount
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -589,6 +638,16 @@ def _short(e: Exception) -> str:
 def open_ledger(cfg) -> Ledger:
     """The ledger named by [database] url in config (default: outreach.db next to config.toml)."""
     return Ledger(cfg.database_url)
+
+
+def existing_ledger(cfg) -> Ledger | None:
+    """The ledger if it already exists (a dry run reads suppressions, but never creates a database)."""
+    url = cfg.database_url
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if not path or path == ":memory:" or not os.path.exists(path):
+            return None
+    return Ledger(url)
 
 
 __all__ = ["Ledger", "LetterRecord", "Lock", "STATES", "LEFT_US", "open_ledger", "OperationalError"]

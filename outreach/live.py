@@ -91,25 +91,32 @@ class LivePlan:
     to_send: int
     orphans: int = 0
     skipped: list[str] = field(default_factory=list)
+    first: object = None           # the first letter this run sends (rendered now): for the sandbox check
 
 
 def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePlan:
+    from outreach.suppressions import apply as apply_suppressions
+
     campaign_id = ledger.campaign_id(plan.name)
     orphans = ledger.orphans_to_unknown(campaign_id)
+    apply_suppressions(ledger, campaign_id)
     known = ledger.known(campaign_id)
     new, existing = [], Counter()
+    first = None
     for letter in letters:
         entry = known.get(letter.contact.key)
         if entry is None:
             new.append(letter)
         else:
             existing[entry[1]] += 1
+        if first is None and (entry is None or entry[1] in TO_SEND):
+            first = letter
     due_existing = sum(1 for _, status in known.values() if status in TO_SEND)
     to_send = len(new) + due_existing
     if limit is not None:
         to_send = min(to_send, limit)
     return LivePlan(plan.name, campaign_id, len(letters), new, existing, due_existing, to_send, orphans,
-                    plan.skipped_lines())
+                    plan.skipped_lines(), first)
 
 
 def describe(live: LivePlan, cfg, transport) -> list[str]:

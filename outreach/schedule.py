@@ -204,7 +204,7 @@ def _tick(config_path: str, campaign: str) -> None:
         log.info("%s: daily cap of %d reached; nothing sent (next run %s)", campaign, s.daily_cap,
                  _when(next_tick(now, s), s))
         return
-    plan = plan_campaign(cfg, campaign)
+    plan = plan_campaign(cfg, campaign, ledger=ledger)
     if not s.live:
         _dry_tick(ledger, cid, plan, batch, now, s)
         return
@@ -236,6 +236,7 @@ def _live_tick(cfg, ledger, cid: int, plan, batch: int):
     from outreach.dispatch import Dispatcher
     from outreach.errors import UserError
     from outreach.live import check_sender, message_factory, transport_for
+    from outreach.suppressions import apply as apply_suppressions
 
     check_sender(cfg)
     transport = transport_for(cfg, purpose="a live schedule")
@@ -250,10 +251,9 @@ def _live_tick(cfg, ledger, cid: int, plan, batch: int):
         if orphans:
             log.warning("%s: %d letters left `sending` by a stopped run are now unknown and will not be resent",
                         plan.name, orphans)
-        known = ledger.known(cid)
-        new = [c for c in plan.recipients if c.key not in known]
-        if new:
-            ledger.record(cid, plan.preflight(new), plan.templates.hash())
+        apply_suppressions(ledger, cid)
+        ledger.record(cid, plan.preflight(plan.recipients), plan.templates.hash())
+        ledger.record_skipped(cid, plan.suppressed)
         dispatcher = Dispatcher(ledger, cid, transport, message_factory(cfg, plan.name), cfg.delivery,
                                 batch_size=batch)
         with _RUNNING_LOCK:
@@ -324,7 +324,7 @@ def run_scheduler(config_path: str) -> int:
         ended = campaign_state(ledger, cid)["ended_at"]
         if ended and s.live:
             counts = ledger.counts(cid)
-            plan = plan_campaign(cfg, name)
+            plan = plan_campaign(cfg, name, ledger=ledger)
             known = ledger.known(cid)
             if counts["pending"] + counts["retry_wait"] == 0 and all(c.key in known for c in plan.recipients):
                 log.info("%s: finished earlier; nothing left to send", name)

@@ -92,11 +92,48 @@ campaign_state = Table(
 )
 
 
+# What SendGrid's Event Webhook told us, every event kept (matched or not) so a
+# letter's state can always be recomputed from its whole history.
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("letter_id", String(32), ForeignKey("letters.id")),      # null: unmatched, or a --test-to copy
+    Column("campaign_id", Integer, ForeignKey("campaigns.id")),     # the matched letter's campaign
+    Column("matched_by", String(16)),                               # letter_id, message_id, email, test; null: unmatched
+    Column("event", String(32), nullable=False),                    # processed, delivered, bounce, open, ...
+    Column("type", String(32)),                                     # bounce: "bounce" or "blocked"
+    Column("sg_event_id", String(100), unique=True),
+    Column("dedupe_key", String(110), nullable=False, unique=True), # sg_event_id, or a hash of the whole event
+    Column("sg_message_id", String(255)),
+    Column("email", String(320)),
+    Column("occurred_at", Float, nullable=False),                   # the event's own timestamp
+    Column("received_at", Float, nullable=False),
+    Column("detail", Text),                                         # reason, response or url
+    Column("raw", Text, nullable=False),                            # the event as SendGrid sent it (JSON)
+    Index("ix_events_letter", "letter_id"),
+    Index("ix_events_matched_by", "matched_by"),
+)
+
+
+suppressions = Table(
+    "suppressions", metadata,
+    Column("email_key", String(320), primary_key=True),       # lower-cased address: never written to again
+    Column("email", String(320), nullable=False),
+    Column("reason", String(32), nullable=False),             # bounce, spamreport, unsubscribe, manual
+    Column("detail", Text),                                   # the bounce text, or the operator's note
+    Column("event_id", Integer),                              # the event that caused it, if any
+    Column("created_at", Float, nullable=False),
+)
+
+
 # Each migration brings the database from version N-1 to N: the tables it creates,
 # then any statements (ALTER TABLE ...) that change existing ones. Data is kept.
 MIGRATIONS: list[tuple[int, str, list[Table], list[str]]] = [
     (1, "campaigns, letters, attempts, archive, locks",
      [campaigns, letters, attempts, archive, locks], []),
     (2, "campaign state for the scheduler (paused, ended)", [campaign_state], []),
+    (3, "webhook events", [events], []),
+    (4, "suppressed addresses", [suppressions], []),
 ]
+MIGRATIONS.sort(key=lambda m: m[0])
 CURRENT_VERSION = MIGRATIONS[-1][0]

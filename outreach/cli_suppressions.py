@@ -1,0 +1,65 @@
+"""`outreach suppressions`: the addresses never written to again, and why."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from outreach.cli import App, cli, pass_app
+from outreach.errors import EXIT_OK, UserError
+
+
+@cli.group()
+def suppressions() -> None:
+    """Addresses never written to again (hard bounces, spam reports, unsubscribes, by hand)."""
+
+
+@suppressions.command("list")
+@pass_app
+def suppressions_list(app: App) -> int:
+    """Every suppressed address with its reason and when."""
+    from outreach.ledger import open_ledger
+    from outreach.suppressions import all_suppressions
+
+    rows = all_suppressions(open_ledger(app.config))
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        detail = f"  {r.detail}" if r.detail else ""
+        click.echo(f"{r.email:<40} {r.reason:<12} {when}{detail}")
+    click.echo(f"{len(rows)} suppressed addresses")
+    return EXIT_OK
+
+
+@suppressions.command("add")
+@click.argument("email")
+@click.option("--reason", "-r", required=True, metavar="R", help="Why (e.g. \"asked not to be contacted\").")
+@pass_app
+def suppressions_add(app: App, email: str, reason: str) -> int:
+    """Never write to EMAIL again, in any campaign."""
+    from outreach.addresses import normalise_email
+    from outreach.ledger import open_ledger
+    from outreach.suppressions import add
+
+    normal, problem = normalise_email(email.strip())
+    if problem:
+        raise UserError(f"{email!r}: not a valid email address: {problem}")
+    if add(open_ledger(app.config), normal, "manual", reason):
+        click.echo(f"{normal}: suppressed ({reason}); later sends and follow-ups skip it")
+    else:
+        click.echo(f"{normal}: already suppressed")
+    return EXIT_OK
+
+
+@suppressions.command("remove")
+@click.argument("email")
+@pass_app
+def suppressions_remove(app: App, email: str) -> int:
+    """Write to EMAIL again: its skipped letters go back to pending at the next live run."""
+    from outreach.ledger import open_ledger
+    from outreach.suppressions import remove
+
+    if not remove(open_ledger(app.config), email):
+        raise UserError(f"{email}: not on the suppression list (`outreach suppressions list`)")
+    click.echo(f"{email}: no longer suppressed")
+    return EXIT_OK
