@@ -339,14 +339,24 @@ def run_scheduler(config_path: str) -> int:
         log.info("%s: scheduled (%s, %s); next run %s", name, "live" if s.live else "not live: logs only",
                  OfficeHoursTrigger(s), _when(next_tick(now, s), s))
 
+    stopper: list[threading.Thread] = []
+
     def stop(signum, frame):
+        if stopper:
+            return
         log.info("stopping: the letters in flight are finished and recorded")
         stop_ticks()
-        scheduler.shutdown(wait=False)
+        # From another thread: the handler may have interrupted the scheduler while it hands
+        # a job to its executor, and shutdown waits for that to finish (its lock) rather than
+        # pulling the executor away underneath it.
+        stopper.append(threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True))
+        stopper[0].start()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         scheduler.start()  # returns after shutdown
+        for thread in stopper:
+            thread.join()
         _wait_for_ticks()
     finally:
         for sig, handler in previous.items():
