@@ -195,4 +195,6 @@ def run(argv: list[str] | None = None) -> int:
 
 
 # Commands in their own modules register themselves on `cli` when imported.
-from outreach import cli_letters, cli_ledger, cli_schedule, cli_suppressions  # noqa: E402,F401
+from outreach import (  # noqa: E402,F401
+    cli_ledger, cli_letters, cli_report, cli_schedule, cli_suppressions, cli_tracking,
+)

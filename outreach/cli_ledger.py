@@ -110,7 +110,9 @@ def letters_show(app: App, letter_id, show_html) -> int:
         error = f": {a.error}" if a.error else ""
         click.echo(f"  attempt {when(a.started_at)} via {a.transport}: {a.outcome}{status} "
                    f"({a.duration_ms} ms){error}")
-    for e in getattr(ledger, "events_of", lambda _id: [])(r.id):
+    from outreach.event_store import events_of
+
+    for e in events_of(ledger, r.id):
         click.echo(f"  event {when(e.occurred_at)}: {e.event}" + (f" ({e.detail})" if e.detail else ""))
     archived = ledger.archived(r.id)
     if archived:

@@ -604,7 +604,7 @@ def _engine(url: str) -> Engine:
             if folder and not os.path.isdir(folder):
                 raise UserError(f"{url}: the folder {folder} does not exist; create it or change [database] url")
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=16, max_overflow=64)
+                               pool_size=16, max_overflow=64, pool_use_lifo=True)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):
@@ -614,6 +614,8 @@ def _engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # 64 MiB of page cache: index pages of a large campaign stay in memory across writes.
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
         return engine
     try:

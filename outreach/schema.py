@@ -99,19 +99,21 @@ events = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("letter_id", String(32), ForeignKey("letters.id")),      # null: unmatched, or a --test-to copy
     Column("campaign_id", Integer, ForeignKey("campaigns.id")),     # the matched letter's campaign
-    Column("matched_by", String(16)),                               # letter_id, message_id, email, test; null: unmatched
+    Column("matched_by", String(16)),                               # letter_id, message_id, email, test; null: none
     Column("event", String(32), nullable=False),                    # processed, delivered, bounce, open, ...
     Column("type", String(32)),                                     # bounce: "bounce" or "blocked"
-    Column("sg_event_id", String(100), unique=True),
-    Column("dedupe_key", String(110), nullable=False, unique=True), # sg_event_id, or a hash of the whole event
+    Column("sg_event_id", String(100)),                             # unique through dedupe_key
+    Column("dedupe_key", String(110), nullable=False),              # "sg:" + sg_event_id, or a hash of the event
     Column("sg_message_id", String(255)),
     Column("email", String(320)),
     Column("occurred_at", Float, nullable=False),                   # the event's own timestamp
     Column("received_at", Float, nullable=False),
     Column("detail", Text),                                         # reason, response or url
     Column("raw", Text, nullable=False),                            # the event as SendGrid sent it (JSON)
-    Index("ix_events_letter", "letter_id"),
-    Index("ix_events_matched_by", "matched_by"),
+    Index("ix_events_letter", "letter_id"),                         # also finds the unmatched (letter_id IS NULL)
+    # An event repeated (SendGrid retrying, an export ingested twice) has the same time and
+    # key; time first keeps inserts at the index's right edge instead of all over it.
+    UniqueConstraint("occurred_at", "dedupe_key", name="uq_events_once"),
 )
 
 
@@ -134,6 +136,17 @@ MIGRATIONS: list[tuple[int, str, list[Table], list[str]]] = [
     (2, "campaign state for the scheduler (paused, ended)", [campaign_state], []),
     (3, "webhook events", [events], []),
     (4, "suppressed addresses", [suppressions], []),
+    # Reports read a campaign's letters by state, chamber, party and state without
+    # touching the rows, and its first delivery times without touching the events.
+    (5, "indexes for reports", [], [
+        "CREATE INDEX IF NOT EXISTS ix_letters_report ON letters "
+        "(campaign_id, status, chamber, party, state_code, committees)",
+        # ix_letters_report starts with (campaign_id, status): the old index is one too many
+        # to keep up to date at every change of state.
+        "DROP INDEX IF EXISTS ix_letters_campaign_status",
+        "CREATE INDEX IF NOT EXISTS ix_letters_accepted ON letters (campaign_id, accepted_at)",
+        "CREATE INDEX IF NOT EXISTS ix_events_timeline ON events (campaign_id, event, letter_id, occurred_at)",
+    ]),
 ]
 MIGRATIONS.sort(key=lambda m: m[0])
 CURRENT_VERSION = MIGRATIONS[-1][0]

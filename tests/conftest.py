@@ -111,3 +111,30 @@ def project(tmp_path) -> Project:
     p.write_config()
     shutil.copy(ROOT / "contacts" / "sample.csv", tmp_path / "contacts.csv")
     return p
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
+    """Until something accepts connections on 127.0.0.1:port; fails if `proc` exits first."""
+    import socket
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"the server exited ({proc.returncode}): {str(out)[-2000:]}")
+            time.sleep(0.1)
+    pytest.fail(f"nothing listened on port {port} within {timeout:.0f} s")

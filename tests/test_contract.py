@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, SHARED, need
+from conftest import ROOT, SHARED, free_port, need, wait_for_port
 from outreach.message import Message
 from outreach.transports import SendGridTransport
 
@@ -25,12 +24,6 @@ def prism_binary() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prism():
     need(SPEC.exists(), f"SendGrid's spec is not at {SPEC} (clone ../shared beside the project)")
@@ -40,18 +33,11 @@ def prism():
     port = free_port()
     proc = subprocess.Popen([binary, "mock", "-h", "127.0.0.1", "-p", str(port), str(SPEC)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"Prism exited: {proc.stdout.read()[-2000:]}")
-            time.sleep(0.2)
-    else:
+    try:
+        wait_for_port(port, 60, proc)
+    except BaseException:
         proc.kill()
-        pytest.fail("Prism did not start within 60 s")
+        raise
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)

@@ -6,24 +6,17 @@ import datetime
 import email
 import email.policy
 import ipaddress
-import socket
 import threading
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from outreach.message import Message
 from outreach.smtp import SMTPTransport
 
 aiosmtpd = pytest.importorskip("aiosmtpd", reason="aiosmtpd is a test dependency: pip install -e '.[test]'")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Recorder:

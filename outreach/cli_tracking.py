@@ -1,0 +1,140 @@
+"""`outreach serve` (SendGrid's signed Event Webhook) and `outreach events`: what happened to each letter."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from outreach.cli import App, cli, pass_app
+from outreach.errors import EXIT_OK, UserError, one_line
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="The port.")
+@pass_app
+def serve(app: App, host: str, port: int) -> int:
+    """Receive SendGrid's signed Event Webhook on POST /webhooks/sendgrid, and serve the read-only dashboard.
+
+    The verification key comes from the variable named by [sendgrid]
+    webhook_public_key_env (default SENDGRID_WEBHOOK_PUBLIC_KEY). Stop with Ctrl-C.
+    """
+    import logging
+
+    import uvicorn
+
+    from outreach.ledger import open_ledger
+    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env
+
+    from outreach.dashboard import dashboard_routes, is_loopback
+
+    cfg = app.config
+    key = public_key_from_env(cfg)
+    token = None
+    if not is_loopback(host):
+        # Beyond this machine the dashboard's pages need a token; the webhook has its signature.
+        token = os.environ.get(cfg.dashboard.token_env, "").strip()
+        if not token:
+            raise UserError(f"--host {host} reaches beyond this machine: export a dashboard token in "
+                            f"${cfg.dashboard.token_env} ([dashboard] token_env names it), or serve on 127.0.0.1")
+    ledger = open_ledger(cfg)
+    sock = _listen(host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bound = sock.getsockname()[1]
+    click.echo(f"Receiving SendGrid events on http://{_host_in_url(host)}:{bound}{WEBHOOK_PATH} "
+               f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
+    click.echo(f"Dashboard on http://{_host_in_url(host)}:{bound}/"
+               + (f" (token from ${cfg.dashboard.token_env})" if token else " (this machine only)"), err=True)
+    web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token))
+    server = uvicorn.Server(uvicorn.Config(web, log_level="info", server_header=False))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn has shut down cleanly and passes Ctrl-C on: stopping is what was asked
+    click.echo("Stopped receiving events", err=True)
+    return EXIT_OK
+
+
+def _listen(host: str, port: int):
+    """A listening socket, so a busy port is one line here rather than a log message from uvicorn."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=256)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --host or --port") from None
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@cli.group()
+def events() -> None:
+    """SendGrid events: record an exported file, review the ones that matched no letter."""
+
+
+@events.command("ingest")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_app
+def events_ingest(app: App, file: Path) -> int:
+    """Record events from FILE.json (a JSON array, as SendGrid posts them), without a signature check."""
+    from outreach.event_store import IngestResult, ingest
+    from outreach.events import EventError, parse_body
+    from outreach.ledger import open_ledger
+
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{file}: not found; give the path of a JSON file of SendGrid events") from None
+    except OSError as e:
+        raise UserError(f"{file}: cannot read it: {e.strerror}") from None
+    try:
+        parsed = parse_body(raw)
+    except EventError as e:
+        raise UserError(*(f"{file}: {p}; nothing was recorded" for p in e.problems)) from None
+    ledger = open_ledger(app.config)
+    result = IngestResult()
+    # A transaction per 10,000 events: a big export never holds the ledger for long, and
+    # running it again after an interruption stores only what is missing.
+    for start in range(0, len(parsed), 10_000):
+        part = ingest(ledger, parsed[start:start + 10_000])
+        for name in vars(result):
+            setattr(result, name, getattr(result, name) + getattr(part, name))
+    click.echo(f"{file}: {result.received} events, {result.stored} new ({result.duplicates} already recorded); "
+               f"{result.matched} matched letters, {result.letters_changed} letters changed state")
+    if result.tests:
+        click.echo(f"{result.tests} events were about --test-to copies: recorded, no letter changed")
+    if result.unmatched:
+        click.echo(f"{result.unmatched} events matched no letter: `outreach events unmatched` lists them")
+    return EXIT_OK
+
+
+@events.command("unmatched")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="At most N events.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@pass_app
+def events_unmatched(app: App, limit: int, as_json: bool) -> int:
+    """Events that matched no letter (kept for review), newest first."""
+    from outreach.cli_ledger import iso, when
+    from outreach.event_store import count_unmatched, unmatched_events
+    from outreach.ledger import open_ledger
+
+    ledger = open_ledger(app.config)
+    rows = unmatched_events(ledger, limit)
+    total = count_unmatched(ledger)
+    if as_json:
+        click.echo(json.dumps({"total": total, "events": [
+            {"id": e.id, "event": e.event, "occurred_at": iso(e.occurred_at), "received_at": iso(e.received_at),
+             "email": e.email, "sg_message_id": e.sg_message_id, "detail": e.detail} for e in rows]}, indent=2))
+        return EXIT_OK
+    for e in rows:
+        detail = f"  {one_line(e.detail)}" if e.detail else ""
+        click.echo(f"{when(e.occurred_at)}  {e.event:<17} {e.email or '-':<40} {e.sg_message_id or '-'}{detail}")
+    shown = f" (the newest {len(rows)} shown)" if total > len(rows) else ""
+    click.echo(f"{total} unmatched events{shown}")
+    return EXIT_OK

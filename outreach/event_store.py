@@ -1,0 +1,398 @@
+"""Events into the ledger: a transaction per post (or group of posts), each event stored once, each
+letter updated once.
+
+The rules (what an event is, which letter it is about, what a letter's events
+mean) are in outreach.events; this module runs them against the database.
+Hard bounces, spam reports and unsubscribes also put the address on the
+suppression list (outreach.suppressions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from functools import partial
+from itertools import chain
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, func, insert, select, update
+
+from outreach import schema as S
+from outreach.events import Candidate, Event, Seen, latest_send, match_event, message_id_prefix, next_state
+from outreach.ledger import LEFT_US
+
+
+class _Row(NamedTuple):
+    """An event as stored: the columns of `events` but its id, in the table's order (inserts rely on it)."""
+
+    letter_id: str | None
+    campaign_id: int | None
+    matched_by: str | None
+    event: str
+    type: str | None
+    sg_event_id: str | None
+    dedupe_key: str
+    sg_message_id: str | None
+    email: str | None
+    occurred_at: float
+    received_at: float
+    detail: str | None
+    raw: str
+
+
+@dataclass
+class IngestResult:
+    """What one post (or file) did to the ledger."""
+
+    received: int = 0
+    stored: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    tests: int = 0
+    letters_changed: int = 0
+    suppressed: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.stored
+
+    def as_dict(self) -> dict:
+        return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
+                "matched": self.matched, "unmatched": self.unmatched, "tests": self.tests,
+                "letters_changed": self.letters_changed, "suppressed": self.suppressed}
+
+
+def ingest(ledger, events: list[Event], received_at: float | None = None) -> IngestResult:
+    """Store a post's events (duplicates skipped) and bring their letters up to date, in one transaction."""
+    return ingest_posts(ledger, [events], received_at)[0]
+
+
+def ingest_posts(ledger, posts: list[list[Event]], received_at: float | None = None) -> list[IngestResult]:
+    """Several posts in one transaction (a group commit); each result tells what its own post did.
+
+    Letters touched by several posts are read and written once, and the
+    database writes each page the posts share once: under load this, not
+    Python, decides how many events a second are stored.
+    """
+    received_at = time.time() if received_at is None else received_at
+    results = [IngestResult(received=len(p)) for p in posts]
+    events = [ev for p in posts for ev in p]
+    post_of = [n for n, p in enumerate(posts) for _ in p]
+    if not events:
+        return results
+    with ledger.write() as db:
+        rows = [_Row(letter.id if letter else None, letter.campaign_id if letter else None, how, ev.event,
+                     ev.type, ev.sg_event_id, ev.dedupe_key, ev.sg_message_id, ev.email, ev.occurred_at,
+                     received_at, ev.detail, ev.raw)
+                for ev, (letter, how) in zip(events, _match_all(db, events))]
+        # The insert is the first write: from here the letters' states are read and written
+        # in one consistent transaction.
+        stored = _insert_new(db, rows)
+        changed = _update_letters(db, {r.letter_id for r in rows if r.letter_id}, received_at)
+        suppressed = _suppress_addresses(db, rows, stored, received_at)
+    for i in stored:
+        result, how = results[post_of[i]], rows[i].matched_by
+        result.stored += 1
+        if how == "test":
+            result.tests += 1
+        elif how is None:
+            result.unmatched += 1
+        else:
+            result.matched += 1
+    for i in suppressed:
+        results[post_of[i]].suppressed += 1
+    touched: list[set[str]] = [set() for _ in posts]
+    for i, r in enumerate(rows):
+        if r.letter_id in changed:
+            touched[post_of[i]].add(r.letter_id)
+    for result, letters in zip(results, touched):
+        result.letters_changed = len(letters)
+    return results
+
+
+# -- statements on the hot path ----------------------------------------------------------------------------
+
+class _Compiled:
+    """A statement compiled once for the database's dialect and run on the DBAPI cursor.
+
+    At thousands of events a second SQLAlchemy's per-execution work (parameter
+    processing, result rows) costs more than the database's own; the SQL is
+    still SQLAlchemy's, so any dialect it supports works.
+    """
+
+    _cache: dict[tuple, "_Compiled"] = {}
+
+    @classmethod
+    def of(cls, dialect, name: str, size: int, build) -> "_Compiled":
+        found = cls._cache.get((dialect.name, name, size))
+        if found is None:
+            found = cls._cache[(dialect.name, name, size)] = cls(build(size), dialect)
+        return found
+
+    def __init__(self, stmt, dialect):
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.defaults = dict(compiled.params)
+        self.order = list(compiled.positiontup) if compiled.positional else None
+
+    def args(self, params: dict):
+        merged = {**self.defaults, **params}
+        return tuple([merged[k] for k in self.order]) if self.order is not None else merged
+
+    def fetch(self, db, args) -> list[tuple]:
+        cursor = db.connection.cursor()
+        try:
+            cursor.execute(self.sql, args)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def run_many(self, db, rows: list[dict]) -> None:
+        cursor = db.connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self.args(r) for r in rows])
+        finally:
+            cursor.close()
+
+
+_L, _E = S.letters.c, S.events.c
+_CHUNK = 512   # values per IN (...): well inside every database's parameter limit
+_KEYS = [f"k{i}" for i in range(_CHUNK)]
+_CANDIDATE = (_L.id, _L.campaign_id, _L.email_key, _L.status, _L.accepted_at, _L.provider_message_id)
+_TRACKED = ("status", "reason", "last_event", "last_event_at", "accepted_at", "provider_message_id")
+
+
+def _keys(size: int) -> list:
+    return [bindparam(k) for k in _KEYS[:size]]
+
+
+# Queries by a list of values, each built for `size` values.
+_QUERIES = {
+    "letters by id": lambda n: select(*_CANDIDATE).where(_L.id.in_(_keys(n))),
+    "letters by message id": lambda n: select(*_CANDIDATE).where(_L.provider_message_id.in_(_keys(n))),
+    "letters by address": lambda n: select(*_CANDIDATE).where(
+        _L.email_key.in_(_keys(n)), _L.status.in_([bindparam(f"s{i}", s) for i, s in enumerate(sorted(LEFT_US))])),
+    "letter states": lambda n: select(_L.id, _L.updated_at, *(getattr(_L, k) for k in _TRACKED))
+    .where(_L.id.in_(_keys(n))),
+    "events of letters": lambda n: select(_E.letter_id, _E.event, _E.occurred_at, _E.type, _E.detail, _E.id,
+                                          _E.sg_message_id).where(_E.letter_id.in_(_keys(n)))
+    .order_by(_E.occurred_at, _E.id),
+    "events by key": lambda n: select(_E.id, _E.dedupe_key).where(_E.dedupe_key.in_(_keys(n))),
+}
+
+
+def _select_in(db, query: str, values) -> list[tuple]:
+    """The rows of one of _QUERIES for these values, a chunk at a time."""
+    values = list(values)
+    out: list[tuple] = []
+    for i in range(0, len(values), _CHUNK):
+        chunk = values[i:i + _CHUNK]
+        # Sizes are powers of two, so few statements are compiled; repeating a value
+        # changes nothing in IN (...).
+        size = 1 << (len(chunk) - 1).bit_length()
+        compiled = _Compiled.of(db.dialect, query, size, _QUERIES[query])
+        out.extend(compiled.fetch(db, compiled.args(dict(zip(_KEYS, chunk + chunk[-1:] * (size - len(chunk)))))))
+    return out
+
+
+# -- matching -------------------------------------------------------------------------------------------------
+
+def _match_all(db, events: list[Event]) -> list[tuple[Candidate | None, str | None]]:
+    """Match every event of a post with three queries at most (by id, by message id, by address)."""
+    by_message: dict[str, list[Candidate]] = defaultdict(list)
+    by_email: dict[str, list[Candidate]] = defaultdict(list)
+    ids = {ev.letter_id for ev in events if ev.letter_id and ev.test_of is None}
+    by_id = {r[0]: Candidate(*r) for r in _select_in(db, "letters by id", ids)}
+    rest = [ev for ev in events if ev.test_of is None and ev.letter_id not in by_id]
+    prefixes = {p for ev in rest if (p := message_id_prefix(ev.sg_message_id))}
+    for r in _select_in(db, "letters by message id", prefixes):
+        by_message[r[5]].append(Candidate(*r))
+    emails = {ev.email.strip().lower() for ev in rest
+              if ev.email and match_event(ev, by_id, by_message, by_email)[0] is None}
+    for r in _select_in(db, "letters by address", emails):
+        by_email[r[2]].append(Candidate(*r))
+    return [match_event(ev, by_id, by_message, by_email) for ev in events]
+
+
+# -- storing events ------------------------------------------------------------------------------------
+
+_INSERT_BATCH = 256   # rows per multi-row INSERT
+
+
+def _insert_new(db, rows: list[_Row]) -> dict[int, int]:
+    """Insert the events not stored yet; returns {index in rows: new event id} for those inserted."""
+    first: dict[str, int] = {}
+    for i, r in enumerate(rows):  # the same event twice in a post (or a group): the first counts
+        first.setdefault(r.dedupe_key, i)
+    unique = [rows[i] for i in first.values()]
+    if db.dialect.name in ("sqlite", "postgresql") and db.dialect.insert_returning:
+        fresh: dict[str, int] = {}
+        start = 0
+        while start < len(unique):
+            left = len(unique) - start
+            size = _INSERT_BATCH if left >= _INSERT_BATCH else 1 << (left.bit_length() - 1)
+            compiled = _Compiled.of(db.dialect, "insert events", size,
+                                    partial(_insert_ignoring_duplicates, db.dialect.name))
+            batch = unique[start:start + size]
+            if compiled.order == _flat_order(size):  # row after row, in the table's column order: as they are
+                args = tuple(chain.from_iterable(batch))
+            else:
+                args = compiled.args({f"{c}_{i}": v for i, r in enumerate(batch) for c, v in zip(_Row._fields, r)})
+            fresh.update((key, event_id) for event_id, key in compiled.fetch(db, args))
+            start += size
+    else:
+        # Any other database: leave out what is already there, then a plain insert.
+        known = {key for _, key in _select_in(db, "events by key", first)}
+        new = [r for r in unique if r.dedupe_key not in known]
+        if new:
+            db.execute(insert(S.events), [r._asdict() for r in new])
+        fresh = {key: event_id for event_id, key in _select_in(db, "events by key", [r.dedupe_key for r in new])}
+    return {first[key]: event_id for key, event_id in fresh.items()}
+
+
+def _insert_ignoring_duplicates(dialect_name: str, size: int):
+    """INSERT of `size` rows, skipping any already stored, returning (id, dedupe_key) of those inserted."""
+    from importlib import import_module
+
+    dialect_insert = import_module(f"sqlalchemy.dialects.{dialect_name}").insert
+    return (dialect_insert(S.events)
+            .values([{c: bindparam(f"{c}_{i}") for c in _Row._fields} for i in range(size)])
+            .on_conflict_do_nothing().returning(_E.id, _E.dedupe_key))
+
+
+def _flat_order(size: int) -> list[str]:
+    found = _FLAT.get(size)
+    if found is None:
+        found = _FLAT[size] = [f"{c}_{i}" for i in range(size) for c in _Row._fields]
+    return found
+
+
+_FLAT: dict[int, list[str]] = {}
+
+
+# -- bringing letters up to date -----------------------------------------------------------------------
+
+class _Current(NamedTuple):
+    id: str
+    updated_at: float
+    status: str
+    reason: str | None
+    last_event: str | None
+    last_event_at: float | None
+    accepted_at: float | None
+    provider_message_id: str | None
+
+
+def _update_statement(columns: tuple[str, ...], _size: int = 1):
+    """UPDATE letters SET only `columns`: SQLite maintains every index on a column that is SET,
+    changed or not, so a letter that only saw another open does not touch the status indexes."""
+    values = {c: bindparam(f"new_{c}") for c in columns}
+    if "status" in columns:
+        values.update(claimed_by=None, next_attempt_at=None)  # no longer ours to send or retry
+    return update(S.letters).where(_L.id == bindparam("lid")).values(**values)
+
+
+def _update_letters(db, letter_ids: set[str], t: float) -> set[str]:
+    """Recompute each letter from all its stored events; one UPDATE per changed letter.
+
+    Returns the letters whose state changed.
+    """
+    if not letter_ids:
+        return set()
+    history: dict[str, list[Seen]] = defaultdict(list)
+    for r in _select_in(db, "events of letters", letter_ids):
+        history[r[0]].append(Seen(*r[1:6], message_id_prefix(r[6])))  # oldest first
+    changes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+    moved: set[str] = set()
+    for cur in map(_Current._make, _select_in(db, "letter states", letter_ids)):
+        seen = history.get(cur.id, [])
+        # A letter whose answer we never saw (unknown) learns its X-Message-Id from its events.
+        message_id = cur.provider_message_id or next((e.message_id for e in seen if e.message_id), None)
+        seen = latest_send(seen, message_id)
+        new = next_state(cur.status, seen)
+        if new is None:
+            continue
+        values = (new[0], new[1], seen[-1].event, seen[-1].occurred_at,
+                  # A letter reconciled from `unknown` never got our own accepted_at.
+                  cur.accepted_at if cur.accepted_at is not None else seen[0].occurred_at, message_id)
+        changed = tuple(k for k, old, v in zip(_TRACKED, cur[2:], values) if old != v)
+        if not changed:
+            continue
+        change = {f"new_{k}": v for k, v in zip(_TRACKED, values) if k in changed}
+        change["lid"] = cur.id
+        if "status" in changed or "reason" in changed:
+            changed += ("updated_at",)
+            change["new_updated_at"] = t
+        if new[0] != cur.status:
+            moved.add(cur.id)
+        changes[changed].append(change)
+    for columns, rows in changes.items():
+        _Compiled.of(db.dialect, "update " + ",".join(columns), 1, partial(_update_statement, columns)) \
+            .run_many(db, rows)
+    return moved
+
+
+def _suppress_addresses(db, rows: list[_Row], stored: dict[int, int], t: float) -> list[int]:
+    """Hard bounces, spam reports and unsubscribes just stored put their address on the suppression
+    list; returns the indexes of the rows that added one."""
+    from outreach.suppressions import reason_for_event, suppress
+
+    added = []
+    for i, event_id in stored.items():
+        r = rows[i]
+        reason = reason_for_event({"event": r.event, "type": r.type}) if r.email and r.matched_by != "test" else None
+        if reason and suppress(db, r.email, reason, r.detail, event_id, t):
+            added.append(i)
+    return added
+
+
+# -- reading back ----------------------------------------------------------------------------------------
+
+class LetterEvent(NamedTuple):
+    """One stored event, for `outreach letters show` and `outreach events unmatched`."""
+
+    id: int
+    occurred_at: float
+    received_at: float
+    event: str
+    detail: str | None
+    email: str | None
+    sg_message_id: str | None
+    matched_by: str | None
+
+
+def _shown(db_rows) -> list[LetterEvent]:
+    return [LetterEvent(r.id, r.occurred_at, r.received_at, r.event,
+                        f"{r.type}: {r.detail}" if r.type and r.detail else (r.type or r.detail),
+                        r.email, r.sg_message_id, r.matched_by) for r in db_rows]
+
+
+def _event_columns():
+    E = S.events.c
+    return (E.id, E.occurred_at, E.received_at, E.event, E.type, E.detail, E.email, E.sg_message_id, E.matched_by)
+
+
+def events_of(ledger, letter_id: str) -> list[LetterEvent]:
+    """A letter's events, oldest first."""
+    E = S.events.c
+    with ledger.engine.connect() as db:
+        return _shown(db.execute(select(*_event_columns()).where(E.letter_id == letter_id)
+                                 .order_by(E.occurred_at, E.id)))
+
+
+def unmatched_events(ledger, limit: int | None = None) -> list[LetterEvent]:
+    """Events that matched no letter (and are not --test-to copies), newest first."""
+    E = S.events.c
+    q = select(*_event_columns()).where(E.letter_id.is_(None), E.matched_by.is_(None))
+    q = q.order_by(E.received_at.desc(), E.id.desc())
+    with ledger.engine.connect() as db:
+        return _shown(db.execute(q.limit(limit) if limit else q))
+
+
+def count_unmatched(ledger) -> int:
+    """How many stored events matched no letter."""
+    E = S.events.c
+    with ledger.engine.connect() as db:
+        return db.execute(select(func.count()).select_from(S.events)
+                          .where(E.letter_id.is_(None), E.matched_by.is_(None))).scalar() or 0

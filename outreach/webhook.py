@@ -1,0 +1,248 @@
+"""SendGrid's signed Event Webhook: the signature check and the ASGI app that records events.
+
+A post is answered 2xx only once its events are committed, so SendGrid retries
+whatever we failed to store; refusals record nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import time
+from concurrent.futures import Future
+from typing import Callable, Sequence
+
+from outreach.errors import UserError, one_line
+
+WEBHOOK_PATH = "/webhooks/sendgrid"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+# Our clock and SendGrid's may disagree by a little; a timestamp further ahead is refused.
+FUTURE_SKEW_S = 30.0
+
+log = logging.getLogger("outreach.webhook")
+
+
+# -- the signature ------------------------------------------------------------------------------
+
+def load_public_key(text: str):
+    """An ECDSA P-256 public key from base64 DER (as SendGrid shows it) or PEM; ValueError if it is not one."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            key = serialization.load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm) as e:
+        raise ValueError(f"not a public key ({type(e).__name__})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ValueError("a public key, but not ECDSA P-256")
+    return key
+
+
+def public_key_from_env(cfg):
+    """The webhook's verification key from the variable named by [sendgrid] webhook_public_key_env."""
+    env = cfg.sendgrid.webhook_public_key_env
+    text = os.environ.get(env, "").strip()
+    if not text:
+        raise UserError(f"${env} is not set: put the Signed Event Webhook's verification key in it (SendGrid: "
+                        f"Settings > Mail Settings > Event Webhook); [sendgrid] webhook_public_key_env names it")
+    try:
+        return load_public_key(text)
+    except ValueError as e:
+        raise UserError(f"${env} does not hold the webhook verification key: {e}; paste the key as SendGrid "
+                        "shows it (base64) or as PEM") from None
+
+
+def verify_signature(public_key, signature_b64: str, timestamp: str, body: bytes) -> bool:
+    """True if the base64 DER ECDSA signature covers timestamp + body exactly."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+        public_key.verify(signature, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
+        return False
+    return True
+
+
+def timestamp_problem(timestamp: str, now: float, max_age_s: float) -> str | None:
+    """Why a signed timestamp is refused (too old: a replay; ahead of us; not a number), or None."""
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return "the timestamp header is not UNIX seconds"
+    age = now - int(timestamp)
+    if age > max_age_s:
+        return f"the signed timestamp is {age:.0f} s old (more than {max_age_s:g} s)"
+    if age < -FUTURE_SKEW_S:
+        return f"the signed timestamp is {-age:.0f} s in the future"
+    return None
+
+
+# -- the app ----------------------------------------------------------------------------------------
+
+def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Callable[[], float] = time.time):
+    """The Starlette app: POST /webhooks/sendgrid, plus any `routes` a caller adds (a dashboard, say).
+
+    `public_key` defaults to the one in the environment, read once here.
+    """
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    key = public_key if public_key is not None else public_key_from_env(cfg)
+    posts = PostQueue(ledger)
+    receiver = EventReceiver(posts, key, cfg.webhook.max_age_s, cfg.webhook.max_body_bytes, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        posts.close()  # what was accepted is stored before the server exits
+
+    app = Starlette(routes=[Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]), *routes], lifespan=lifespan)
+    app.state.cfg = cfg
+    app.state.ledger = ledger
+    return app
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class EventReceiver:
+    """The endpoint: check the signature, read at most max_body bytes, parse, store, answer."""
+
+    def __init__(self, posts, public_key, max_age_s: float, max_body: int, clock: Callable[[], float]):
+        self.posts = posts
+        self.public_key = public_key
+        self.max_age_s = max_age_s
+        self.max_body = max_body
+        self.clock = clock
+
+    async def handle(self, request):
+        """POST /webhooks/sendgrid."""
+        from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
+        from starlette.responses import JSONResponse
+
+        from outreach.events import EventError, parse_body
+
+        def refuse(code: int, why: str) -> JSONResponse:
+            log.warning("refused a post from %s: %s (HTTP %d)", _peer(request), why, code)
+            return JSONResponse({"error": why}, status_code=code)
+
+        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        if not signature or not timestamp:
+            return refuse(403, "unsigned: the signature and timestamp headers are required")
+        problem = timestamp_problem(timestamp, self.clock(), self.max_age_s)
+        if problem:
+            return refuse(403, problem)
+        try:
+            body = await self._read(request)
+        except BodyTooLarge:
+            return refuse(413, f"the body is larger than {self.max_body} bytes ([webhook] max_body_bytes)")
+        except ClientDisconnect:
+            return refuse(400, "the sender hung up before the body was complete")
+        if not verify_signature(self.public_key, signature, timestamp, body):
+            return refuse(403, "the signature does not verify")
+        try:
+            # Parsing runs in a worker thread, so the event loop keeps reading other posts;
+            # storing in the one writer thread, together with whatever else is waiting.
+            events = await run_in_threadpool(parse_body, body)
+        except EventError as e:
+            return refuse(400, "; ".join(e.problems))
+        try:
+            result = await asyncio.wrap_future(self.posts.submit(events))
+        except Exception as e:  # noqa: BLE001 - anything unstored must be retried by SendGrid, not lost
+            log.error("could not store %d events (%s: %s); answered 503 so SendGrid retries them",
+                      len(events), type(e).__name__, one_line(str(e))[:300])
+            log.debug("the failure in full", exc_info=True)
+            return JSONResponse({"error": "could not store the events; retry later"}, status_code=503)
+        log.info("stored %d of %d events (%d duplicates, %d unmatched); %d letters changed state",
+                 result.stored, result.received, result.duplicates, result.unmatched, result.letters_changed)
+        return JSONResponse(result.as_dict())
+
+    async def _read(self, request) -> bytes:
+        """The raw body, refused as soon as it passes max_body, whatever Content-Length claims."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise BodyTooLarge
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class PostQueue:
+    """Posts from many connections stored by one thread: whatever queued meanwhile shares a transaction.
+
+    One writer keeps one connection's page cache warm, and a group commit writes
+    the pages several posts share once. Each caller waits on its own future,
+    resolved only once its post is committed (or failed: then every post of that
+    group fails, and SendGrid retries them).
+    """
+
+    def __init__(self, ledger, max_events: int = 20_000):
+        import queue
+        import threading
+
+        self.ledger = ledger
+        self.max_events = max_events
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, events: list) -> Future:
+        """Queue a post; the future gives its IngestResult once committed."""
+        future: Future = Future()
+        self._queue.put((events, future))
+        return future
+
+    def _run(self) -> None:
+        import queue
+
+        from outreach import event_store
+
+        while (item := self._queue.get()) is not None:
+            group, size = [item], len(item[0])
+            while size < self.max_events:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+                size += len(nxt[0])
+            try:
+                results = event_store.ingest_posts(self.ledger, [events for events, _ in group])
+            except BaseException as e:  # noqa: BLE001 - handed to every post of the group
+                for _, future in group:
+                    future.set_exception(e)
+                continue
+            for (_, future), result in zip(group, results):
+                future.set_result(result)
+
+    def close(self) -> None:
+        """Store what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _peer(request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"
