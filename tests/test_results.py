@@ -184,3 +184,67 @@ def test_a_scheduled_follow_up_skips_suppressed_addresses(live, grid, outreach):
     sent = [d.to for d in grid.deliveries()[before:]]
     assert len(sent) == len(set(sent)) == 13 and "adam.smith@house.example.org" not in sent
     assert by_email(live, "follow-up")["adam.smith@house.example.org"].status == "skipped"
+
+
+def test_events_drive_the_suppressions_retries_and_follow_up_audiences(live, grid, outreach, tmp_path):
+    """A mix of SendGrid events, ingested; then each consequence, recipient by recipient."""
+    import json
+
+    from mockgrid import ACCEPT, status
+
+    grid.behave = lambda n, body: status(400, {"errors": [{"message": "Invalid to email"}]}) \
+        if body["personalizations"][0]["to"][0]["email"].startswith("eleanor.norton") else ACCEPT
+    write_live_config(live, grid, extra=FOLLOW_UP.format(status="not_opened").replace("after_days = 3",
+                                                                                       "after_days = 0"))
+    outreach("--config", live.config, "send", "--live", "--yes", "--campaign", "korea-exception")
+    ids = {r.email.split(".")[0] + "." + r.email.split(".")[1].split("@")[0]: r.id for r in campaign_letters(live)}
+    t = int(time.time()) - 3600
+    n = 0
+
+    def ev(who, kind, **extra):
+        nonlocal n
+        n += 1
+        email = next(r.email for r in campaign_letters(live) if r.id == ids[who])
+        return {"email": email, "event": kind, "timestamp": t + n, "sg_event_id": f"mix-{n}",
+                "letter_id": ids[who], "campaign_id": "korea-exception", **extra}
+
+    events = [
+        ev("dan.sullivan", "processed"), ev("dan.sullivan", "delivered"), ev("dan.sullivan", "open"),
+        ev("roger.wicker", "processed"), ev("roger.wicker", "delivered"),
+        ev("timothy.kaine", "processed"), ev("timothy.kaine", "bounce", type="bounce", reason="550 5.1.1 no such user"),
+        ev("jeanne.shaheen", "processed"), ev("jeanne.shaheen", "bounce", type="blocked", reason="550 policy block"),
+        ev("james.risch", "delivered"), ev("james.risch", "spamreport"),
+        ev("ben.lujan", "delivered"), ev("ben.lujan", "unsubscribe"),
+        ev("mike.rogers", "dropped", reason="Bounced Address"),
+        ev("adam.smith", "processed"), ev("adam.smith", "deferred", response="421 try later"),
+        ev("brian.mast", "delivered"), ev("brian.mast", "click", url="https://example.org"),
+    ]
+    exported = tmp_path / "events.json"
+    exported.write_text(json.dumps(events))
+    assert outreach("--config", live.config, "events", "ingest", exported).code == 0
+    rows = by_email(live)
+    state = {e.split("@")[0]: r.status for e, r in rows.items()}
+    assert state["dan.sullivan"] == "opened" and state["roger.wicker"] == "delivered"
+    assert state["timothy.kaine"] == "bounced" and state["jeanne.shaheen"] == "bounced"
+    assert state["james.risch"] == "spamreport" and state["ben.lujan"] == "unsubscribed"
+    assert state["mike.rogers"] == "dropped" and state["adam.smith"] == "deferred"
+    assert state["brian.mast"] == "clicked" and state["eleanor.norton"] == "failed"
+    # Suppressions: the hard bounce, the spam report, the unsubscribe; not the blocked bounce.
+    listed = outreach("--config", live.config, "suppressions", "list").out
+    suppressed = {line.split()[0].lower(): line.split()[1] for line in listed.splitlines() if "@" in line}
+    assert suppressed == {"timothy.kaine@senate.example.org": "bounce", "james.risch@senate.example.org": "spamreport",
+                          "ben.lujan@senate.example.org": "unsubscribe"}
+    # Retries: only what never reached the office.
+    r = outreach("--config", live.config, "send", "--retry-failed", "--campaign", "korea-exception")
+    retried = {line.split()[1] for line in r.out.splitlines() if line.startswith("  ")}
+    assert retried == {"jeanne.shaheen@senate.example.org", "eleanor.norton@house.example.org"}
+    # The follow-up (not opened): delivered and never opened, nobody suppressed.
+    before = len(grid.deliveries())
+    assert outreach("--config", live.config, "send", "--live", "--yes", "--campaign", "follow-up").code == 0
+    assert {d.to for d in grid.deliveries()[before:]} == {"roger.wicker@senate.example.org"}
+    # Every later path skips the suppressed: the retry does not pick them up either.
+    before = len(grid.deliveries())
+    outreach("--config", live.config, "send", "--live", "--yes", "--retry-failed", "--campaign", "korea-exception")
+    sent = {d.to for d in grid.deliveries()[before:]}
+    assert sent == {"jeanne.shaheen@senate.example.org", "eleanor.norton@house.example.org"}
+    assert not sent & set(suppressed)
