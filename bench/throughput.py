@@ -62,16 +62,25 @@ def server(latency: float):
 
 
 def run(n: int, concurrency: int, rate: float, latency: float) -> tuple[float, float]:
-    """(letters per second over the run, requests per minute in the steady part)."""
+    """(letters per second over the run, requests the limiter let go per minute)."""
     proc, url = server(latency)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ledger, cid = ledger_with(Path(tmp), n)
             cfg = SimpleNamespace(sender=Sender(name="Bench Organizer", email="organizer@advocacy-bench.org"))
-            sent_at: list[float] = []
             dispatcher = Dispatcher(ledger, cid, SendGridTransport(KEY, url, 10), message_factory(cfg, "bench"),
-                                    Delivery(rate_per_minute=rate, concurrency=concurrency, batch_size=500),
-                                    on_done=lambda _id, _s: sent_at.append(time.perf_counter()))
+                                    Delivery(rate_per_minute=rate, concurrency=concurrency, batch_size=500))
+            # The moments the limiter lets a request go: its output, before any other work.
+            released: list[float] = []
+            wait = dispatcher.limiter.wait
+
+            def recorded_wait(stop):
+                ok = wait(stop)
+                if ok:
+                    released.append(time.monotonic())
+                return ok
+
+            dispatcher.limiter.wait = recorded_wait
             t0 = time.perf_counter()
             summary = dispatcher.run()
             elapsed = time.perf_counter() - t0
@@ -80,8 +89,8 @@ def run(n: int, concurrency: int, rate: float, latency: float) -> tuple[float, f
     finally:
         proc.stdin.close()
         proc.wait()
-    # The steady rate: completions between the 10th and the last, so start-up does not count.
-    steady = (len(sent_at) - 10) / (sent_at[-1] - sent_at[9]) * 60 if len(sent_at) > 20 else 0.0
+    released.sort()
+    steady = (len(released) - 1) / (released[-1] - released[0]) * 60 if len(released) > 1 else 0.0
     return n / elapsed, steady
 
 

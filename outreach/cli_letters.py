@@ -194,9 +194,12 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
         ledger.record(live.campaign_id, letters, plan.templates.hash())
         ledger.record_skipped(live.campaign_id, plan.suppressed)
         with Progress(live.to_send, "sending") as progress:
+            def done(_letter_id: str, status: str) -> None:
+                if status != "retry_wait":  # a letter waiting to retry is not done yet
+                    progress.advance()
+
             dispatcher = Dispatcher(ledger, live.campaign_id, transport, message_factory(cfg, plan.name),
-                                    cfg.delivery, on_done=lambda _id, status: progress.advance()
-                                    if status != "retry_wait" else None)
+                                    cfg.delivery, on_done=done)
             with _stop_on_signals(dispatcher):
                 summary = dispatcher.run(limit=limit)
         transport.close()

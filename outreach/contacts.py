@@ -6,7 +6,7 @@ import csv
 import functools
 import io
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from outreach.addresses import normalise_email

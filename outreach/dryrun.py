@@ -10,7 +10,6 @@ limit otherwise.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -14,7 +14,7 @@ import json
 import time
 from collections import Counter, defaultdict
 
-from sqlalchemy import and_, case, func, literal_column, or_, select
+from sqlalchemy import case, func, literal_column, select
 
 from outreach import schema as S
 from outreach.ledger import STATES

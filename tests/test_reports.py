@@ -11,7 +11,7 @@ import time
 import pytest
 from sqlalchemy import insert, update
 
-from conftest import ROOT, need
+from conftest import need
 from outreach import schema as S
 from outreach.campaign import plan_campaign
 from outreach.config import load_config
