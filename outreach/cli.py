@@ -84,9 +84,9 @@ def config_check(app: App) -> int:
 
 def redact_url(url: str) -> str:
     """A database URL without its password."""
-    import re
+    from outreach.ledger import _safe_url
 
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return _safe_url(url)
 
 
 # -- contacts -----------------------------------------------------------------

@@ -69,7 +69,7 @@ def letters() -> None:
 @letters.command("list")
 @campaign_option
 @click.option("--state", "state", metavar="STATE", help="Only letters in this state (e.g. unknown, failed).")
-@click.option("--limit", type=int, default=None, help="At most N letters.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most N letters.")
 @pass_app
 def letters_list(app: App, campaign, state, limit) -> int:
     """One line per letter: id, state, recipient, attempts, last change, reason."""

@@ -53,7 +53,10 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     for contact, reason in plan.suppressed:
         click.echo(f"note: {contact.email} is suppressed ({reason}) and will be skipped", err=True)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{out}: cannot create the folder: {e.strerror}") from None
     for letter in letters:
         message = message_for(letter, cfg.sender, plan.name)
         if fmt == "eml":
@@ -64,7 +67,10 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
             body = f"To: {message.to_name} <{message.to_email}>\nSubject: {message.subject}\n\n{letter.text}"
         if out is not None:
             path = out / f"{letter.letter_id}.{ {'text': 'txt'}.get(fmt, fmt) }"
-            path.write_text(body, encoding="utf-8")
+            try:
+                path.write_text(body, encoding="utf-8")
+            except OSError as e:
+                raise UserError(f"{path}: cannot write the preview: {e.strerror}") from None
             click.echo(f"{shown(path)}  {message.to_name} <{message.to_email}>")
         else:
             if len(letters) > 1:
@@ -144,6 +150,11 @@ def _send_tests(cfg, campaign, contacts_file, address, to, limit) -> int:
     address_ok, reason = normalise_email(address.strip())
     if reason:
         raise UserError(f"--test-to {address!r}: not a valid email address: {reason}")
+    # Test copies go only to the organisation's own addresses: never to an office by mistake.
+    allowed = {a.lower() for a in (cfg.sender.email, cfg.sender.reply_to, *cfg.sender.test_to) if a}
+    if address_ok.lower() not in allowed:
+        raise UserError(f"--test-to {address_ok}: not one of your own addresses; test copies go to [sender] "
+                        f"email, reply_to or test_to in {cfg.path}; nothing was sent")
     plan = plan_campaign(cfg, campaign, contacts_file)
     letters = plan.preflight(choose(plan, to, limit, 1))
     transport = transport_for(cfg, purpose="test sends")
@@ -227,7 +238,8 @@ def _retry_failed(cfg, campaign, live, yes, limit) -> int:
         click.echo(f"{name}: no letters in the ledger yet; nothing to retry")
         return EXIT_OK
     with ledger.lock(f"send:{name}", f"a send of campaign {name}"):
-        apply_suppressions(ledger, cid)
+        if live:  # a dry run changes no letter's state
+            apply_suppressions(ledger, cid)
         candidates = ledger.retry_candidates(cid)[:limit] if limit else ledger.retry_candidates(cid)
         if not candidates:
             click.echo(f"{name}: no failed or blocked letters to retry")

@@ -33,10 +33,10 @@ def serve(app: App, host: str, port: int) -> int:
 
     cfg = app.config
     key = public_key_from_env(cfg)
-    token = None
+    # A token set in the environment is always required; beyond this machine it must be set.
+    # The webhook needs none: its signature is its check.
+    token = os.environ.get(cfg.dashboard.token_env, "").strip() or None
     if not is_loopback(host):
-        # Beyond this machine the dashboard's pages need a token; the webhook has its signature.
-        token = os.environ.get(cfg.dashboard.token_env, "").strip()
         if not token:
             raise UserError(f"--host {host} reaches beyond this machine: export a dashboard token in "
                             f"${cfg.dashboard.token_env} ([dashboard] token_env names it), or serve on 127.0.0.1")
@@ -49,7 +49,8 @@ def serve(app: App, host: str, port: int) -> int:
     click.echo(f"Dashboard on http://{_host_in_url(host)}:{bound}/"
                + (f" (token from ${cfg.dashboard.token_env})" if token else " (this machine only)"), err=True)
     web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token))
-    server = uvicorn.Server(uvicorn.Config(web, log_level="info", server_header=False))
+    # Bounded connections: each may hold a post's body until it is verified and stored.
+    server = uvicorn.Server(uvicorn.Config(web, log_level="info", server_header=False, limit_concurrency=256))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -136,6 +136,7 @@ class Sender:
     organization: str | None = None
     address: str | None = None
     phone: str | None = None
+    test_to: tuple[str, ...] = ()      # who else may receive --test-to copies (besides email, reply_to)
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
         organization=s.text("organization", None),
         address=s.text("address", None),
         phone=s.text("phone", None),
+        test_to=tuple(s.strings("test_to", check=_email_problem)),
     )
     s.done()
 

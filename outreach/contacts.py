@@ -309,10 +309,13 @@ class _RowChecker:
                     f"{code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
                 break
 
+        if not last and full_name:
+            last = _last_name(full_name)
+            if last is None:
+                bad("full_name", full_name, "cannot tell the surname from this name (two-word surnames "
+                    "such as 'Van Hollen' are common): fill a last_name column for the salutation")
         if problems:
             return None, problems
-        if not last:
-            last = _last_name(full_name)
         return Contact(
             line=line, email=email or "", full_name=full_name, first_name=first, last_name=last,
             chamber=chamber or "", state=state or "", district=district, bioguide_id=bioguide,
@@ -366,9 +369,16 @@ def _is_committee(code: str) -> bool:
 _SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}
 
 
-def _last_name(full_name: str) -> str:
-    """The surname from a full name when no last_name column exists: 'Henry C. Johnson, Jr.' -> 'Johnson'."""
-    words = full_name.replace(",", " ").split()
+def _last_name(full_name: str) -> str | None:
+    """The surname from a full name when no last_name is given: 'Henry C. "Hank" Johnson, Jr.' -> 'Johnson'.
+
+    Only a plain 'First Last' (initials, nicknames in quotes and suffixes aside) is
+    unambiguous; for 'Chris Van Hollen' or 'Pablo José Hernández' it returns None.
+    """
+    words = re.sub(r'"[^"]*"|\([^)]*\)', " ", full_name).replace(",", " ").split()
     while len(words) > 1 and words[-1].lower() in _SUFFIXES:
         words.pop()
-    return words[-1] if words else ""
+    names = [w for w in words if not re.fullmatch(r"[A-Za-z]\.", w)]
+    if len(names) != 2:
+        return names[0] if len(names) == 1 and len(words) == 1 else None
+    return names[-1]

@@ -1,9 +1,11 @@
 """Read-only dashboard pages for `outreach serve`: campaigns, one campaign's report, offices, unmatched events.
 
-Safe by default: on loopback no token is needed; bound to any other address a
-token from the environment is required, as an `Authorization: Bearer` header
-(scripts) or through the login form, which sets a secure, HTTP-only cookie
-(people). The cookie holds an HMAC of the token, never the token. No page
+Safe by default: bound to any other address than loopback, and whenever one
+is set, a token from the environment is required, as an `Authorization:
+Bearer` header (scripts) or through the login form, which sets a secure,
+HTTP-only cookie (people). On loopback without a token, the pages answer only
+requests that plainly come from this machine: no proxy headers, a loopback
+Host (so neither a reverse proxy nor a DNS-rebinding page reaches them). The cookie holds an HMAC of the token, never the token. No page
 changes data; the webhook keeps its own signature check.
 """
 
@@ -29,11 +31,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
 class Access:
-    """Who may see the pages: everyone on loopback, else holders of the token."""
+    """Who may see the pages: holders of the token, or without one a browser on this machine.
+
+    Without a token, a request that came through a proxy (it says so in its headers) or
+    names another host (a DNS-rebinding page) is refused: loopback must mean this machine.
+    """
 
     def __init__(self, token: str | None):
         self.token = token
+
+    @staticmethod
+    def plainly_local(request) -> bool:
+        if any(h in request.headers for h in PROXY_HEADERS):
+            return False
+        host = request.headers.get("host", "")
+        if host.startswith("["):                      # [::1]:8025
+            name = host[1:].split("]")[0]
+        else:                                         # 127.0.0.1:8025, localhost
+            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return is_loopback(name)
 
     def session_value(self, issued: int) -> str:
         mac = hmac.new(self.token.encode(), f"dashboard-session:{issued}".encode(), hashlib.sha256).hexdigest()
@@ -41,7 +61,7 @@ class Access:
 
     def allows(self, request) -> bool:
         if self.token is None:
-            return True
+            return self.plainly_local(request)
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
             return True
@@ -69,6 +89,10 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
     def guarded(handler):
         async def wrapper(request):
             if not access.allows(request):
+                if token is None:
+                    return Response("403: without a dashboard token these pages answer only browsers on this "
+                                    "machine; set one (see [dashboard] token_env) to serve them through a proxy\n",
+                                    status_code=403, headers=_SECURITY_HEADERS)
                 if "text/html" in request.headers.get("accept", ""):
                     return page("dashboard/login.html.j2", request, status=401, error=None,
                                 next=str(request.url.path))
@@ -129,7 +153,7 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
         from outreach.event_store import count_unmatched, unmatched_events
 
         page_no = _page(request)
-        rows = unmatched_events(ledger, limit=page_no * PAGE_SIZE)[(page_no - 1) * PAGE_SIZE:]
+        rows = unmatched_events(ledger, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
         total = count_unmatched(ledger)
         return page("dashboard/unmatched.html.j2", request, rows=rows, total=total, when=_when,
                     prev=f"/unmatched?page={page_no - 1}" if page_no > 1 else None,
@@ -190,7 +214,8 @@ def _nav(request) -> str:
 
 def _page(request) -> int:
     value = request.query_params.get("page", "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    # Bounded: a page number past any campaign must not overflow the database's integers.
+    return min(max(1, int(value)), 1_000_000) if value.isdigit() and len(value) < 10 else 1
 
 
 def _safe_next(target: str) -> str:

@@ -288,6 +288,8 @@ class Dispatcher:
         self.on_done(letter_id, decision.status)
         if decision.status == "retry_wait" and self._retry_in_run:
             return retry_at
+        with self._cond:
+            self._records.pop(letter_id, None)  # done with in this run: its text need not stay in memory
         return None
 
     def _count(self, letter_id: str, result: SendResult, decision: Decision) -> None:

@@ -307,8 +307,10 @@ def _update_letters(db, letter_ids: set[str], t: float) -> set[str]:
     moved: set[str] = set()
     for cur in map(_Current._make, _select_in(db, "letter states", letter_ids)):
         seen = history.get(cur.id, [])
-        # A letter whose answer we never saw (unknown) learns its X-Message-Id from its events.
-        message_id = cur.provider_message_id or next((e.message_id for e in seen if e.message_id), None)
+        # A letter whose answer we never saw (unknown, or sent again and not yet answered) learns
+        # its X-Message-Id from its events: the newest send's, so an earlier send's bounce
+        # never decides the state of the letter sent again.
+        message_id = cur.provider_message_id or next((e.message_id for e in reversed(seen) if e.message_id), None)
         seen = latest_send(seen, message_id)
         new = next_state(cur.status, seen)
         if new is None:
@@ -381,13 +383,15 @@ def events_of(ledger, letter_id: str) -> list[LetterEvent]:
                                  .order_by(E.occurred_at, E.id)))
 
 
-def unmatched_events(ledger, limit: int | None = None) -> list[LetterEvent]:
+def unmatched_events(ledger, limit: int | None = None, offset: int = 0) -> list[LetterEvent]:
     """Events that matched no letter (and are not --test-to copies), newest first."""
     E = S.events.c
     q = select(*_event_columns()).where(E.letter_id.is_(None), E.matched_by.is_(None))
     q = q.order_by(E.received_at.desc(), E.id.desc())
+    if limit:
+        q = q.limit(limit).offset(offset)
     with ledger.engine.connect() as db:
-        return _shown(db.execute(q.limit(limit) if limit else q))
+        return _shown(db.execute(q))
 
 
 def count_unmatched(ledger) -> int:

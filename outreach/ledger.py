@@ -190,13 +190,17 @@ class Ledger:
             return db.execute(select(S.campaigns.c.name).where(S.campaigns.c.id == campaign_id)).scalar_one()
 
     def retry_candidates(self, campaign_id: int) -> list:
-        """Letters that never reached the office: failed, or bounced as `blocked` (never one delivered)."""
-        L = S.letters.c
+        """Letters that never reached the office: failed, or bounced as `blocked` (never one delivered).
+
+        A letter with any delivered, open or click event is left out whatever its state says.
+        """
+        L, E = S.letters.c, S.events.c
+        reached = select(E.id).where(E.letter_id == L.id, E.event.in_(("delivered", "open", "click"))).exists()
         with self.engine.connect() as db:
             return db.execute(select(L.id, L.email, L.status, L.reason).where(
                 L.campaign_id == campaign_id,
-                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))))
-                .order_by(L.created_at, L.id)).all()
+                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))),
+                ~reached).order_by(L.created_at, L.id)).all()
 
     def requeue(self, letter_ids: list[str]) -> int:
         """failed / blocked letters -> pending, attempts counted afresh (their history stays in attempts)."""
@@ -206,7 +210,9 @@ class Ledger:
                 L.id.in_(letter_ids),
                 or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))))
                 .values(status="pending", attempts=0, reason="queued again by --retry-failed",
-                        updated_at=now())).rowcount
+                        # The earlier send's id and time go (its attempts keep them): the events of
+                        # the new send, not the old bounce, must decide the letter's state.
+                        provider_message_id=None, accepted_at=None, updated_at=now())).rowcount
 
     # -- the state machine ------------------------------------------------------------------
 
@@ -291,9 +297,14 @@ class Ledger:
                 cond.append(L.id.in_(found))
             elif not all_unknown:
                 return []
-            released = list(db.execute(select(L.id).where(*cond)).scalars())
-            db.execute(update(S.letters).where(L.id.in_(released))
-                       .values(status="pending", reason="released by the operator", updated_at=now()))
+            candidates = list(db.execute(select(L.id).where(*cond)).scalars())
+            released = []
+            for letter_id in candidates:
+                # Still unknown at the moment of the change: an event may have reconciled it meanwhile.
+                if db.execute(update(S.letters).where(L.id == letter_id, L.status == "unknown")
+                              .values(status="pending", reason="released by the operator",
+                                      updated_at=now())).rowcount == 1:
+                    released.append(letter_id)
         return released
 
     # -- reading ----------------------------------------------------------------------------------
@@ -422,13 +433,18 @@ class GroupWriter:
                 group.append(nxt)
             try:
                 with self.ledger.write() as db:
-                    for o in group:
-                        if o.kind == "claim":
+                    # In the order they came: a retry's claim must see its own earlier finish.
+                    finishes: list[_Op] = []
+                    for o in [*group, None]:
+                        if o is not None and o.kind == "finish":
+                            finishes.append(o)
+                            continue
+                        if finishes:
+                            self._prepared(db, "attempt").run_many(db, [f.attempt for f in finishes])
+                            self._prepared(db, "finish").run_many(db, [f.params for f in finishes])
+                            finishes = []
+                        if o is not None:
                             o.result = self._prepared(db, "claim").run(db, o.params).rowcount == 1
-                    finishes = [o for o in group if o.kind == "finish"]
-                    if finishes:
-                        self._prepared(db, "attempt").run_many(db, [o.attempt for o in finishes])
-                        self._prepared(db, "finish").run_many(db, [o.params for o in finishes])
             except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
                 self._error = self._error or e
                 for o in group:
@@ -576,8 +592,10 @@ _FINISH = (update(S.letters)
 
 
 def _is_stale(held, t: float, stale_after: float) -> bool:
-    if held.host == socket.gethostname():
-        return not _pid_alive(held.pid)
+    """A holder on this host whose process is gone, or any holder silent for `stale_after`
+    (on this host too: its pid may have been reused by another process)."""
+    if held.host == socket.gethostname() and not _pid_alive(held.pid):
+        return True
     return t - held.heartbeat_at > stale_after
 
 
@@ -603,8 +621,9 @@ def _engine(url: str) -> Engine:
             folder = os.path.dirname(path)
             if folder and not os.path.isdir(folder):
                 raise UserError(f"{url}: the folder {folder} does not exist; create it or change [database] url")
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=16, max_overflow=64, pool_use_lifo=True)
+        pool = {} if not path or path == ":memory:" else {"pool_size": 16, "max_overflow": 64,
+                                                           "pool_use_lifo": True}
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn, _record):
@@ -627,9 +646,14 @@ def _engine(url: str) -> Engine:
 
 
 def _safe_url(url: str) -> str:
-    import re
+    """The URL without its password; nothing of it when it cannot be parsed (it may hold one)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(the [database] url, which is not a valid URL)"
 
 
 def _short(e: Exception) -> str:

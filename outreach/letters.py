@@ -156,6 +156,12 @@ class _TemplateErrors:
     def __exit__(self, kind, exc, tb):
         import jinja2
 
+        if isinstance(exc, UnicodeDecodeError):
+            raise UserError(f"{self.folder}: a template is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "save the templates as UTF-8") from None
+        if isinstance(exc, OSError) and not isinstance(exc, jinja2.TemplateError):
+            raise UserError(f"{getattr(exc, 'filename', None) or self.folder}: cannot read the template: "
+                            f"{exc.strerror or exc}") from None
         if exc is None or not isinstance(exc, jinja2.TemplateError):
             return False
         if isinstance(exc, jinja2.TemplateSyntaxError):

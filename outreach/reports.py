@@ -14,7 +14,7 @@ import json
 import time
 from collections import Counter, defaultdict
 
-from sqlalchemy import case, func, literal_column, select
+from sqlalchemy import case, func, literal, literal_column, select
 
 from outreach import schema as S
 from outreach.ledger import STATES
@@ -118,7 +118,12 @@ def _timeline(db, campaign_id: int, points: int = 48) -> dict:
     spec = timeline_buckets(min(times), max(times), points)
     start, width, n = spec.pop("_start"), spec["bucket_seconds"], len(spec["starts"])
     for name, (col, cond) in sources.items():
-        bucket = func.cast((col - start) / width, S.Integer).label("b")
+        # Literal numbers, so SELECT and GROUP BY are the same expression to every database;
+        # the offset is never negative, so truncating (SQLite's CAST) is flooring (PostgreSQL's floor).
+        offset = (col - literal(start, literal_execute=True)) / literal(width, literal_execute=True)
+        if db.dialect.name != "sqlite":
+            offset = func.floor(offset)
+        bucket = func.cast(offset, S.Integer).label("b")
         counts = [0] * n
         for b, c in db.execute(select(bucket, func.count()).where(*cond).group_by(bucket)):
             counts[min(n - 1, max(0, int(b)))] += c

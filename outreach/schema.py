@@ -9,6 +9,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 # Times are UNIX seconds (float, UTC): sortable, comparable, no time-zone ambiguity.
+# Text for whatever comes from outside (contact lists, SendGrid's events): PostgreSQL
+# enforces VARCHAR lengths, and a long party name must not stop a campaign.
 
 schema_version = Table(
     "schema_version", metadata,
@@ -30,12 +32,12 @@ letters = Table(
     Column("email", String(320), nullable=False),
     Column("email_key", String(320), nullable=False),         # lower-cased: the recipient's identity
     Column("bioguide_id", String(16), nullable=False, default=""),
-    Column("name", String(200), nullable=False, default=""),
+    Column("name", Text, nullable=False, default=""),
     Column("chamber", String(8), nullable=False, default=""),
     Column("state_code", String(2), nullable=False, default=""),
     Column("district", Integer),
-    Column("party", String(32), nullable=False, default=""),
-    Column("committees", String(200), nullable=False, default=""),
+    Column("party", Text, nullable=False, default=""),
+    Column("committees", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False),
     Column("reason", Text),                                   # why failed / unknown / skipped
     Column("provider_message_id", String(128), index=True),   # not unique: mock servers repeat it
@@ -100,12 +102,12 @@ events = Table(
     Column("letter_id", String(32), ForeignKey("letters.id")),      # null: unmatched, or a --test-to copy
     Column("campaign_id", Integer, ForeignKey("campaigns.id")),     # the matched letter's campaign
     Column("matched_by", String(16)),                               # letter_id, message_id, email, test; null: none
-    Column("event", String(32), nullable=False),                    # processed, delivered, bounce, open, ...
-    Column("type", String(32)),                                     # bounce: "bounce" or "blocked"
-    Column("sg_event_id", String(100)),                             # unique through dedupe_key
-    Column("dedupe_key", String(110), nullable=False),              # "sg:" + sg_event_id, or a hash of the event
-    Column("sg_message_id", String(255)),
-    Column("email", String(320)),
+    Column("event", Text, nullable=False),                    # processed, delivered, bounce, open, ...
+    Column("type", Text),                                     # bounce: "bounce" or "blocked"
+    Column("sg_event_id", Text),                             # unique through dedupe_key
+    Column("dedupe_key", Text, nullable=False),     # "sg:" + sg_event_id, or a hash of the event
+    Column("sg_message_id", Text),
+    Column("email", Text),
     Column("occurred_at", Float, nullable=False),                   # the event's own timestamp
     Column("received_at", Float, nullable=False),
     Column("detail", Text),                                         # reason, response or url

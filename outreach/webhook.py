@@ -114,6 +114,10 @@ def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Ca
     return app
 
 
+class ServerBusy(Exception):
+    """Posts being read hold the whole memory budget: this one is refused for now (503)."""
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -127,14 +131,14 @@ class EventReceiver:
         self.max_age_s = max_age_s
         self.max_body = max_body
         self.clock = clock
+        # Bodies are held until verified and stored: all posts together may hold this much,
+        # so unsigned-but-large posts on many connections cannot exhaust memory.
+        self.budget = max(64 << 20, 4 * max_body)
+        self.buffered = 0
 
     async def handle(self, request):
         """POST /webhooks/sendgrid."""
-        from starlette.concurrency import run_in_threadpool
-        from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse
-
-        from outreach.events import EventError, parse_body
 
         def refuse(code: int, why: str) -> JSONResponse:
             log.warning("refused a post from %s: %s (HTTP %d)", _peer(request), why, code)
@@ -147,10 +151,27 @@ class EventReceiver:
         problem = timestamp_problem(timestamp, self.clock(), self.max_age_s)
         if problem:
             return refuse(403, problem)
+        held = [0]
         try:
-            body = await self._read(request)
+            return await self._handle(request, refuse, held)
+        finally:
+            self.buffered -= held[0]
+
+    async def _handle(self, request, refuse, held):
+        from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
+        from starlette.responses import JSONResponse
+
+        from outreach.events import EventError, parse_body
+
+        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = request.headers.get(TIMESTAMP_HEADER)
+        try:
+            body = await self._read(request, held)
         except BodyTooLarge:
             return refuse(413, f"the body is larger than {self.max_body} bytes ([webhook] max_body_bytes)")
+        except ServerBusy:
+            return refuse(503, "too many large posts at once; retry later")
         except ClientDisconnect:
             return refuse(400, "the sender hung up before the body was complete")
         if not verify_signature(self.public_key, signature, timestamp, body):
@@ -172,8 +193,9 @@ class EventReceiver:
                  result.stored, result.received, result.duplicates, result.unmatched, result.letters_changed)
         return JSONResponse(result.as_dict())
 
-    async def _read(self, request) -> bytes:
-        """The raw body, refused as soon as it passes max_body, whatever Content-Length claims."""
+    async def _read(self, request, held: list[int]) -> bytes:
+        """The raw body, refused as soon as it passes max_body (whatever Content-Length claims)
+        or all posts together pass the budget; `held` counts what this post holds."""
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise BodyTooLarge
@@ -182,6 +204,10 @@ class EventReceiver:
             size += len(chunk)
             if size > self.max_body:
                 raise BodyTooLarge
+            if self.buffered + len(chunk) > self.budget:
+                raise ServerBusy
+            self.buffered += len(chunk)
+            held[0] += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -224,3 +224,17 @@ def test_the_sample_list_is_valid_and_covers_the_four_committees(outreach):
     codes = set().union(*(c.full_committees for c in result.contacts))
     assert {"SSAS", "SSFR", "HSAS", "HSFA"} <= codes
     assert all(c.email.endswith(".example.org") or c.email.endswith("@example.org") for c in result.contacts)
+
+
+@pytest.mark.parametrize("full_name,surname", [
+    ("Dan Sullivan", "Sullivan"), ('Henry C. "Hank" Johnson, Jr.', "Johnson"), ("J. French Hill", "Hill"),
+    ("Chris Van Hollen", None), ("Debbie Wasserman Schultz", None), ("Pablo José Hernández", None),
+])
+def test_a_surname_is_guessed_only_when_unambiguous(tmp_path, full_name, surname):
+    text = f'email,full_name,chamber,state,district\nx@house.example.org,"{full_name.replace(chr(34), 2 * chr(34))}",house,VA,1\n'
+    result = read_contacts(write(tmp_path, text))
+    if surname is None:
+        [p] = result.problems
+        assert p.column == "full_name" and "last_name column" in p.reason
+    else:
+        assert result.contacts[0].last_name == surname

@@ -124,6 +124,17 @@ def test_pages_change_nothing(ledger_project, signing_key):
     assert ledger.counts(ledger.campaign_id("korea-exception"))["clicked"] == 1
 
 
+def test_without_a_token_only_this_machine_is_answered(ledger_project, signing_key):
+    with WebhookServer(app_for(ledger_project, None, signing_key)) as server:
+        assert get(base(server) + "/")[0] == 200
+        # Through a reverse proxy, or from a page that rebound its name to 127.0.0.1: refused.
+        assert get(base(server) + "/", {"X-Forwarded-For": "203.0.113.9"})[0] == 403
+        assert get(base(server) + "/", {"Forwarded": "for=203.0.113.9"})[0] == 403
+        assert get(base(server) + "/", {"Host": "evil.example.org"})[0] == 403
+        # The webhook is not a dashboard page: its signature is its check, proxy or not.
+        assert get(base(server) + "/webhooks/sendgrid", {"X-Forwarded-For": "203.0.113.9"})[0] == 405
+
+
 def test_a_token_is_required_beyond_loopback_by_header_or_login(ledger_project, signing_key):
     with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
         for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/letters/abc", "/unmatched"):

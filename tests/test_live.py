@@ -221,7 +221,18 @@ def test_letters_left_sending_by_a_dead_run_become_unknown(live, grid, outreach)
     assert victim not in {d.letter_id for d in grid.deliveries()[before:]}
 
 
+def test_test_to_sends_only_to_our_own_addresses(live, grid, outreach):
+    for office in ("timothy.kaine@senate.example.org", "someone@elsewhere.org"):
+        r = outreach("--config", live.config, "send", "--test-to", office, "--to", "K000384")
+        assert r.code == 2 and "not one of your own addresses" in r.err
+    assert grid.requests == []
+    r = outreach("--config", live.config, "send", "--test-to", "jordan@mine-ban-advocates.org")
+    assert r.code == 0 and [d.to for d in grid.deliveries()] == ["jordan@mine-ban-advocates.org"]
+
+
 def test_test_to_sends_marked_copies_and_records_nothing(live, grid, outreach):
+    live.config.write_text(live.config.read_text().replace(
+        'organization = "Advocacy Network"', 'organization = "Advocacy Network"\ntest_to = ["me@mine-ban-advocates.org"]'))
     r = outreach("--config", live.config, "send", "--test-to", "me@mine-ban-advocates.org", "--to", "K000384",
                  "--to", "M001219")
     assert r.code == 0, r.err

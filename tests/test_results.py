@@ -248,3 +248,45 @@ def test_events_drive_the_suppressions_retries_and_follow_up_audiences(live, gri
     sent = {d.to for d in grid.deliveries()[before:]}
     assert sent == {"jeanne.shaheen@senate.example.org", "eleanor.norton@house.example.org"}
     assert not sent & set(suppressed)
+
+
+def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
+    """--retry-failed after a blocked bounce; the retry's answer is lost; its events say delivered."""
+    import json
+    from types import SimpleNamespace as NS
+
+    from outreach.event_store import ingest
+    from outreach.events import parse_body
+    from outreach.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    cid = ledger.campaign_id("c")
+    contact = NS(key="a@house.example.org", email="a@house.example.org", bioguide_id="", chamber="house",
+                 state="VA", district=1, party="", committees=(), full_name="A")
+    ledger.record(cid, [NS(contact=contact, letter_id="L1", subject="s", text="t", html="h", to_name="A")], "h")
+    attempt = dict(started_at=time.time(), duration_ms=1, transport="sendgrid", outcome="accepted",
+                   http_status=202, error=None)
+    assert ledger.claim("L1", "run-1")
+    ledger.finish("L1", "accepted", attempt=attempt, message_id="M1")
+    t = time.time()
+
+    def events(*items):
+        ingest(ledger, parse_body(json.dumps([{"email": "a@house.example.org", "letter_id": "L1", **e}
+                                              for e in items])))
+
+    events({"event": "processed", "timestamp": t, "sg_message_id": "M1.f1", "sg_event_id": "e1"},
+           {"event": "bounce", "type": "blocked", "reason": "policy", "timestamp": t + 1, "sg_message_id": "M1.f1",
+            "sg_event_id": "e2"})
+    assert [r.id for r in ledger.retry_candidates(cid)] == ["L1"]
+    assert ledger.requeue(["L1"]) == 1
+    assert ledger.claim("L1", "run-2")
+    ledger.finish("L1", "unknown", attempt={**attempt, "outcome": "unknown", "http_status": None}, reason="timeout")
+    events({"event": "processed", "timestamp": t + 100, "sg_message_id": "M2.f1", "sg_event_id": "e3"},
+           {"event": "delivered", "timestamp": t + 101, "sg_message_id": "M2.f1", "sg_event_id": "e4"})
+    row = ledger.letters(cid)[0]
+    assert (row.status, row.provider_message_id) == ("delivered", "M2")
+    assert ledger.retry_candidates(cid) == []
+    # A late event of the first send changes nothing.
+    events({"event": "bounce", "type": "blocked", "reason": "late", "timestamp": t + 2, "sg_message_id": "M1.f1",
+            "sg_event_id": "e5"})
+    assert ledger.letters(cid)[0].status == "delivered"
