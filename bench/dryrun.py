@@ -47,7 +47,7 @@ MAILMERGE_TEMPLATE = r"""{% import "_content.j2" as c -%}
 {%- set senate = chamber == "senate" -%}
 {%- set title = "Senator" if senate else ("Resident Commissioner" if state == "PR" else ("Delegate" if state in ["DC", "AS", "GU", "MP", "VI"] else "Representative")) -%}
 {%- set codes = committees.split(";") -%}
-{%- set m = {"armed_services_committee": ("Senate" if senate else "House") ~ " Armed Services Committee",
+{%- set m = {"is_senator": senate, "armed_services_committee": ("Senate" if senate else "House") ~ " Armed Services Committee",
              "foreign_affairs_committee": "Senate Foreign Relations Committee" if senate else "House Foreign Affairs Committee"} -%}
 {%- set s = {"organization": "Bench Advocacy Network"} -%}
 TO: "{{ full_name }}" <{{ email }}>

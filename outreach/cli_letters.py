@@ -45,10 +45,8 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     from outreach.campaign import plan_campaign
     from outreach.message import message_for, to_eml
 
-    from outreach.ledger import existing_ledger
-
     cfg = app.config
-    plan = plan_campaign(cfg, campaign, contacts_file, ledger=existing_ledger(cfg))
+    plan = plan_campaign(cfg, campaign, contacts_file, ledger=_ledger_to_read(cfg))
     letters = plan.preflight(choose(plan, to, limit, 1))
     for contact, reason in plan.suppressed:
         click.echo(f"note: {contact.email} is suppressed ({reason}) and will be skipped", err=True)
@@ -117,9 +115,8 @@ def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test
             raise UserError("--live without a terminal needs --yes (nothing asks for confirmation); nothing was sent")
         return _send_live(cfg, campaign, contacts_file, limit, yes)
     from outreach.dryrun import dry_run
-    from outreach.ledger import existing_ledger
 
-    plan = plan_campaign(cfg, campaign, contacts_file, ledger=existing_ledger(cfg))
+    plan = plan_campaign(cfg, campaign, contacts_file, ledger=_ledger_to_read(cfg))
     result = dry_run(plan, cfg, limit)
     lst = plan.contact_list
     click.echo(f"Dry run of {plan.name}: nothing was sent.")
@@ -130,6 +127,15 @@ def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test
     click.echo(f"  rendered: {result.written} letters")
     click.echo(f"  folder: {shown(result.folder)}/ (manifest.csv lists the letters)")
     return EXIT_ATTENTION if plan.skipped_lines() else EXIT_OK
+
+
+def _ledger_to_read(cfg):
+    """The ledger for suppressions and follow-ups, if there is one (SQLAlchemy is imported only then)."""
+    if cfg.database_missing:
+        return None
+    from outreach.ledger import existing_ledger
+
+    return existing_ledger(cfg)
 
 
 def _print_skipped(plan) -> None:

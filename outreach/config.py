@@ -518,6 +518,17 @@ class Config:
             return m.group(1) + str(self.base_dir / m.group(2))
         return url
 
+    @property
+    def database_missing(self) -> bool:
+        """True when the ledger is an SQLite file not yet created (or in memory): nothing to read."""
+        import os
+
+        url = self.database_url
+        if not url.startswith("sqlite"):
+            return False
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        return not path or path == ":memory:" or not os.path.exists(path)
+
     def campaign(self, name: str | None) -> tuple[str, Campaign]:
         """The campaign called `name`, or the only one when `name` is None."""
         names = sorted(self.campaigns)

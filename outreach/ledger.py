@@ -668,12 +668,7 @@ def open_ledger(cfg) -> Ledger:
 
 def existing_ledger(cfg) -> Ledger | None:
     """The ledger if it already exists (a dry run reads suppressions, but never creates a database)."""
-    url = cfg.database_url
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if not path or path == ":memory:" or not os.path.exists(path):
-            return None
-    return Ledger(url)
+    return None if cfg.database_missing else Ledger(cfg.database_url)
 
 
 __all__ = ["Ledger", "LetterRecord", "Lock", "STATES", "LEFT_US", "open_ledger", "OperationalError"]
