@@ -246,7 +246,10 @@ def _retry_failed(cfg, campaign, live, yes, limit) -> int:
     with ledger.lock(f"send:{name}", f"a send of campaign {name}"):
         if live:  # a dry run changes no letter's state
             apply_suppressions(ledger, cid)
-        candidates = ledger.retry_candidates(cid)[:limit] if limit else ledger.retry_candidates(cid)
+        candidates, suppressed = ledger.retry_candidates(cid)
+        candidates = candidates[:limit] if limit else candidates
+        for r in suppressed:
+            click.echo(f"  left out {r.id[:12]}  {r.email:<40} the address is suppressed ({r.suppressed})")
         if not candidates:
             click.echo(f"{name}: no failed or blocked letters to retry")
             return EXIT_OK

@@ -189,26 +189,30 @@ class Ledger:
         with self.engine.connect() as db:
             return db.execute(select(S.campaigns.c.name).where(S.campaigns.c.id == campaign_id)).scalar_one()
 
-    def retry_candidates(self, campaign_id: int) -> list:
+    def retry_candidates(self, campaign_id: int) -> tuple[list, list]:
         """Letters that never reached the office: failed, or bounced as `blocked` (never one delivered).
 
         A letter with any delivered, open or click event is left out whatever its state says.
+        Returns (to retry, left out because the address is suppressed: with its suppression reason).
         """
-        L, E = S.letters.c, S.events.c
+        L, E, X = S.letters.c, S.events.c, S.suppressions.c
         reached = select(E.id).where(E.letter_id == L.id, E.event.in_(("delivered", "open", "click"))).exists()
         with self.engine.connect() as db:
-            return db.execute(select(L.id, L.email, L.status, L.reason).where(
-                L.campaign_id == campaign_id,
-                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))),
-                ~reached).order_by(L.created_at, L.id)).all()
+            rows = db.execute(select(L.id, L.email, L.status, L.reason, X.reason.label("suppressed"))
+                              .outerjoin_from(S.letters, S.suppressions, X.email_key == L.email_key)
+                              .where(L.campaign_id == campaign_id, _RETRYABLE, ~reached)
+                              .order_by(L.created_at, L.id)).all()
+        return [r for r in rows if r.suppressed is None], [r for r in rows if r.suppressed is not None]
 
     def requeue(self, letter_ids: list[str]) -> int:
-        """failed / blocked letters -> pending, attempts counted afresh (their history stays in attempts)."""
-        L = S.letters.c
+        """failed / blocked letters -> pending, attempts counted afresh (their history stays in attempts).
+
+        A letter to a suppressed address is never queued again, whoever asks.
+        """
+        L, X = S.letters.c, S.suppressions.c
+        suppressed = select(X.email_key).where(X.email_key == L.email_key).exists()
         with self.write() as db:
-            return db.execute(update(S.letters).where(
-                L.id.in_(letter_ids),
-                or_(L.status == "failed", and_(L.status == "bounced", L.reason.startswith(BLOCKED_PREFIX))))
+            return db.execute(update(S.letters).where(L.id.in_(letter_ids), _RETRYABLE, ~suppressed)
                 .values(status="pending", attempts=0, reason="queued again by --retry-failed",
                         # The earlier send's id and time go (its attempts keep them): the events of
                         # the new send, not the old bounce, must decide the letter's state.
@@ -572,6 +576,11 @@ class Lock:
                 db.execute(S.locks.delete().where(K.name == self.name, K.owner == self.owner))
         except SQLAlchemyError:
             pass
+
+
+# Letters --retry-failed may send again: failed, or bounced as `blocked` (the receiving server refused them).
+_RETRYABLE = or_(S.letters.c.status == "failed",
+                 and_(S.letters.c.status == "bounced", S.letters.c.reason.startswith(BLOCKED_PREFIX)))
 
 
 # Statements on the hot path, built once: constructing them per letter costs more than running them.

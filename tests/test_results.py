@@ -236,18 +236,23 @@ def test_events_drive_the_suppressions_retries_and_follow_up_audiences(live, gri
                           "ben.lujan@senate.example.org": "unsubscribe"}
     # Retries: only what never reached the office.
     r = outreach("--config", live.config, "send", "--retry-failed", "--campaign", "korea-exception")
-    retried = {line.split()[1] for line in r.out.splitlines() if line.startswith("  ")}
+    retried = {line.split()[1] for line in r.out.splitlines() if line.startswith("  ") and "left out" not in line}
     assert retried == {"jeanne.shaheen@senate.example.org", "eleanor.norton@house.example.org"}
     # The follow-up (not opened): delivered and never opened, nobody suppressed.
     before = len(grid.deliveries())
     assert outreach("--config", live.config, "send", "--live", "--yes", "--campaign", "follow-up").code == 0
     assert {d.to for d in grid.deliveries()[before:]} == {"roger.wicker@senate.example.org"}
-    # Every later path skips the suppressed: the retry does not pick them up either.
+    # Every later path skips the suppressed: the retry does not pick them up either, even a
+    # failed letter whose address was suppressed by hand after it failed.
+    assert outreach("--config", live.config, "suppressions", "add", "eleanor.norton@house.example.org",
+                    "--reason", "asked not to be contacted").code == 0
     before = len(grid.deliveries())
-    outreach("--config", live.config, "send", "--live", "--yes", "--retry-failed", "--campaign", "korea-exception")
+    r = outreach("--config", live.config, "send", "--live", "--yes", "--retry-failed", "--campaign", "korea-exception")
     sent = {d.to for d in grid.deliveries()[before:]}
-    assert sent == {"jeanne.shaheen@senate.example.org", "eleanor.norton@house.example.org"}
-    assert not sent & set(suppressed)
+    assert sent == {"jeanne.shaheen@senate.example.org"}
+    assert not sent & {*suppressed, "eleanor.norton@house.example.org"}
+    assert "eleanor.norton@house.example.org" in next(line for line in r.out.splitlines() if "left out" in line)
+    assert by_email(live)["eleanor.norton@house.example.org"].status == "failed"
 
 
 def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
@@ -277,7 +282,7 @@ def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
     events({"event": "processed", "timestamp": t, "sg_message_id": "M1.f1", "sg_event_id": "e1"},
            {"event": "bounce", "type": "blocked", "reason": "policy", "timestamp": t + 1, "sg_message_id": "M1.f1",
             "sg_event_id": "e2"})
-    assert [r.id for r in ledger.retry_candidates(cid)] == ["L1"]
+    assert [r.id for r in ledger.retry_candidates(cid)[0]] == ["L1"]
     assert ledger.requeue(["L1"]) == 1
     assert ledger.claim("L1", "run-2")
     ledger.finish("L1", "unknown", attempt={**attempt, "outcome": "unknown", "http_status": None}, reason="timeout")
@@ -285,7 +290,7 @@ def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
            {"event": "delivered", "timestamp": t + 101, "sg_message_id": "M2.f1", "sg_event_id": "e4"})
     row = ledger.letters(cid)[0]
     assert (row.status, row.provider_message_id) == ("delivered", "M2")
-    assert ledger.retry_candidates(cid) == []
+    assert ledger.retry_candidates(cid) == ([], [])
     # A late event of the first send changes nothing.
     events({"event": "bounce", "type": "blocked", "reason": "late", "timestamp": t + 2, "sg_message_id": "M1.f1",
             "sg_event_id": "e5"})
