@@ -162,8 +162,17 @@ class _TemplateErrors:
         if isinstance(exc, OSError) and not isinstance(exc, jinja2.TemplateError):
             raise UserError(f"{getattr(exc, 'filename', None) or self.folder}: cannot read the template: "
                             f"{exc.strerror or exc}") from None
-        if exc is None or not isinstance(exc, jinja2.TemplateError):
+        if exc is None or isinstance(exc, UserError) or not isinstance(exc, Exception):
             return False
+        if not isinstance(exc, jinja2.TemplateError):
+            # An error raised by the template's own code (`member.district + 1` for a senator, say)
+            # is the template's to fix; one raised elsewhere stays a bug of ours.
+            where = self._template_line(tb)
+            if where is None:
+                return False
+            who = f", first failing for {_who(self.contact)}" if self.contact else ""
+            raise UserError(f"{where}: the template failed: {type(exc).__name__}: {exc}{who}; "
+                            "fix the template or the contact list") from None
         if isinstance(exc, jinja2.TemplateSyntaxError):
             where = f"{self.folder / (exc.name or '?')}, line {exc.lineno}"
             raise UserError(f"{where}: template syntax error: {exc.message}; fix the template") from None

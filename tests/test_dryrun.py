@@ -145,6 +145,22 @@ def test_an_undefined_variable_names_template_line_variable_and_recipient(projec
     assert_no_traceback(r)
 
 
+def test_an_error_inside_template_code_is_the_templates_not_a_crash(project, outreach, tmp_path):
+    # A senator has no district: arithmetic on it fails in the template's own code.
+    templates = broken_templates(tmp_path, "letter.txt.j2",
+                                 "{{ member.salutation }}:\n{% if member.chamber == 'senate' %}"
+                                 "District {{ member.district + 1 }}{% endif %}\n")
+    project.write_config(templates=templates)
+    r = outreach("--config", project.config, "send")
+    assert r.code == 2
+    line = r.err.strip()
+    assert len(line.splitlines()) == 1
+    assert "letter.txt.j2, line 2" in line and "TypeError" in line and "line 2 (dan.sullivan@senate.example.org, S001198)" in line
+    assert "bug" not in line
+    assert project.leftovers() == []
+    assert_no_traceback(r)
+
+
 def test_preflight_holds_in_a_large_parallel_run(shared, project, outreach, tmp_path, monkeypatch):
     monkeypatch.setenv("OUTREACH_WORKERS", "2")
     templates = broken_templates(tmp_path, "letter.txt.j2",
