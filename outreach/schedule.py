@@ -331,11 +331,17 @@ def run_scheduler(config_path: str) -> int:
                 continue
             set_ended(ledger, cid, False)
         window = dt.datetime.combine(dt.date.today(), s.window[1]) - dt.datetime.combine(dt.date.today(), s.window[0])
+        grace = int(window.total_seconds()) or 1
         # A tick missed while the scheduler was down runs once on return if still in the
-        # window (coalesce, and the grace covers the window); the tick itself checks the window.
+        # window (coalesced, within the grace); the tick itself checks the window. Re-adding
+        # the job would otherwise count its next run from now and drop the missed tick.
+        missed = missed_tick(_stored_next_run(ledger, JOB_PREFIX + name), now, s, grace)
         scheduler.add_job("outreach.schedule:run_tick", OfficeHoursTrigger(s), args=[str(cfg.path), name],
                           id=JOB_PREFIX + name, name=name, replace_existing=True, coalesce=True, max_instances=1,
-                          misfire_grace_time=int(window.total_seconds()) or 1)
+                          misfire_grace_time=grace, **({"next_run_time": missed} if missed else {}))
+        if missed:
+            log.info("%s: a tick at %s was missed while the scheduler was down; running it now",
+                     name, _when(missed, s))
         log.info("%s: scheduled (%s, %s); next run %s", name, "live" if s.live else "not live: logs only",
                  OfficeHoursTrigger(s), _when(next_tick(now, s), s))
 
@@ -365,6 +371,34 @@ def run_scheduler(config_path: str) -> int:
         lock.release()
     log.info("scheduler stopped")
     return 0
+
+
+def missed_tick(stored: dt.datetime | None, now: dt.datetime, s: Schedule, grace_s: int) -> dt.datetime | None:
+    """The latest tick due while the scheduler was down (its stored next run had passed),
+    if it is within the grace: run once on return. None when nothing was missed."""
+    if stored is None or stored > now or not window_open(now, s):
+        return None
+    since = now - dt.timedelta(seconds=grace_s)
+    last = stored if stored >= since else None  # the stored run itself (an earlier config's tick, too)
+    t = next_tick(max(stored, since), s)
+    while t is not None and t <= now:
+        last = t
+        t = next_tick(t, s)
+    return last
+
+
+def _stored_next_run(ledger, job_id: str) -> dt.datetime | None:
+    """When APScheduler's job store expected to run the job next (None: no such job yet)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with ledger.engine.connect() as db:
+            value = db.execute(text("SELECT next_run_time FROM scheduler_jobs WHERE id = :id"),
+                               {"id": job_id}).scalar()
+    except SQLAlchemyError:
+        return None  # no job store yet
+    return dt.datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
 def _remove_job(campaign: str) -> None:

@@ -16,7 +16,8 @@ from conftest import ROOT
 from mockgrid import MockGrid
 from outreach.config import Schedule, load_config, parse_days
 from outreach.schedule import (
-    OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, next_tick, ticks_after, window_open,
+    OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after,
+    window_open,
 )
 from test_crash import many_contacts
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
@@ -125,6 +126,22 @@ def test_the_trigger_gives_one_next_run_after_a_long_outage():
     import pickle
 
     assert pickle.loads(pickle.dumps(trigger)).schedule == s
+
+
+def test_a_tick_missed_while_down_runs_once_on_return_only_inside_the_window():
+    s = weekday_schedule(every_s=900)
+    grace = 7 * 3600
+    # Down from 10:20 (next run 10:30) until 10:52: the 10:45 tick runs on return, once.
+    assert missed_tick(at(2026, 12, 1, 10, 30), at(2026, 12, 1, 10, 52), s, grace) == at(2026, 12, 1, 10, 45)
+    # Down a whole day: the latest tick of today's window, not a burst from yesterday.
+    assert missed_tick(at(2026, 12, 1, 11, 15), at(2026, 12, 2, 11, 5), s, grace) == at(2026, 12, 2, 11, 0)
+    # Back after the window closed, or before it opens, or on a weekend: nothing now.
+    assert missed_tick(at(2026, 12, 1, 10, 30), at(2026, 12, 1, 18, 0), s, grace) is None
+    assert missed_tick(at(2026, 12, 1, 16, 15), at(2026, 12, 2, 9, 20), s, grace) is None
+    assert missed_tick(at(2026, 12, 4, 16, 15), at(2026, 12, 5, 11, 0), s, grace) is None
+    # Nothing missed: the stored next run is still ahead.
+    assert missed_tick(at(2026, 12, 1, 11, 0), at(2026, 12, 1, 10, 52), s, grace) is None
+    assert missed_tick(None, at(2026, 12, 1, 10, 52), s, grace) is None
 
 
 def test_a_tick_sends_its_batch_within_the_daily_cap():
@@ -289,3 +306,33 @@ def test_a_schedule_that_is_not_live_logs_and_records_nothing(project):
     assert "would send 4 letters" in err and "nothing sent or recorded" in err
     assert "Error submitting job" not in err
     assert campaign_letters(project) == []
+
+
+def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return(project):
+    """The job store says the next run was ten minutes ago: on restart it runs at once, once."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    many_contacts(project, 10)
+    hourly = FAST.replace('every = "1s"', 'every = "1h"').replace("live = true", "live = false")
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=hourly)
+        first = start_scheduler(project)
+        wait_for(lambda: "scheduled (" in first.log, 30, "the job to be stored")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait() == 0, first.log
+        assert "would send" not in first.log  # the next hourly tick is ahead
+        # While it was down, a tick came and went.
+        ledger = ledger_of(project)
+        store = SQLAlchemyJobStore(engine=ledger.engine, tablename="scheduler_jobs")
+        job = store.lookup_job("outreach:korea-exception")
+        job.next_run_time = dt.datetime.now(UTC) - dt.timedelta(minutes=10)
+        store.update_job(job)
+        second = start_scheduler(project)
+        wait_for(lambda: "would send" in second.log, 30, "the missed tick")
+        time.sleep(1.0)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait() == 0, second.log
+    assert "was missed while the scheduler was down" in second.log
+    assert second.log.count("would send") == 1
+    assert grid.deliveries() == []
+
