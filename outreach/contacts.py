@@ -339,6 +339,10 @@ class _RowChecker:
             bad("district", "", "missing for a House member: a number, or 0 / AL for at large")
             return None
         if raw.upper() in ("AL", "AT-LARGE", "AT LARGE", "0", "00"):
+            if HOUSE_SEATS[state] > 1:
+                bad("district", raw, f"{state} has {HOUSE_SEATS[state]} districts, none elected at large: "
+                                     "use the district's number")
+                return None
             return 0
         if not raw.isdigit():
             bad("district", raw, "not a district: a number, or 0 / AL for at large")
