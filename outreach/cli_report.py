@@ -29,8 +29,7 @@ def report(app: App, campaign, fmt, out) -> int:
     if fmt == "json":
         text = report_json(ledger, name)
         return _write(text, out, f"{name} (json)")
-    data = build_report(ledger, name, letters="none" if fmt == "table" else "all",
-                        letters_limit=HTML_ROW_LIMIT if fmt == "html" else None)
+    data = build_report(ledger, name, letters="all", letters_limit=HTML_ROW_LIMIT if fmt == "html" else None)
     if fmt == "table" and out is None:
         from rich.console import Console
 

@@ -36,8 +36,9 @@ def to_csv(report: dict) -> str:
 
 
 def to_table(report: dict, console) -> None:
-    """The report on a terminal: funnel, breakdowns, what needs attention."""
+    """The report on a terminal: funnel, skipped reasons, breakdowns, what needs attention, every office."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     s = report["summary"]
@@ -52,6 +53,8 @@ def to_table(report: dict, console) -> None:
             funnel.add_row(f"[dim]{state}[/dim]", str(n), "")
     console.print(funnel)
     console.print("[dim]accepted: SendGrid took the letter; delivered: the office's mail server did[/dim]")
+    for reason, n in s.get("skipped_reasons", {}).items():
+        console.print(f"[dim]skipped {n}: {escape(reason)}[/dim]")
     for name, rows in report["breakdowns"].items():
         if name == "state" and len(rows) > 12:
             rows = sorted(rows, key=lambda r: (r["delivery_rate"] or 0))[:12]
@@ -76,10 +79,27 @@ def to_table(report: dict, console) -> None:
         table.add_column("recipient", no_wrap=True)
         table.add_column("reason", overflow="fold")
         for a in report["attention"][:50]:
-            table.add_row(a["id"][:12], a["status"], a["email"], a["reason"] or "")
+            table.add_row(a["id"][:12], a["status"], a["email"], escape(a["reason"] or ""))
         console.print(table)
         if len(report["attention"]) > 50:
             console.print(f"... and {len(report['attention']) - 50} more (--format csv for all)")
+    if report.get("letters"):
+        # Plain lines, one per office (and its reason beneath): a table of seven columns does
+        # not fit a terminal; --format csv has every field whole.
+        console.print(f"\n[bold]offices ({len(report['letters'])})[/bold]  seat, party, member, state, "
+                      "last event (UTC), recipient")
+        for r in report["letters"]:
+            seat = r["state"] or ""
+            if r["chamber"] == "house" and r["district"] is not None:
+                seat += "-AL" if r["district"] == 0 else f"-{r['district']}"
+            when = (r["last_event_at"] or "")[5:16].replace("T", " ")
+            event = f"{r['last_event']} {when}" if r["last_event"] else ""
+            name = r["name"] or ""
+            name = name if len(name) <= 22 else name[:21] + "…"
+            console.print(f"  {seat:<6} {(r['party'] or '')[:1]:<1}  {name:<22} {r['status']:<12} {event:<21} "
+                          f"{r['email']}", markup=False, highlight=False, soft_wrap=True)
+            if r["reason"]:
+                console.print(f"         └ {r['reason']}", markup=False, highlight=False, soft_wrap=True)
 
 
 # Delivery rate colours: red where most letters did not arrive, amber in between,

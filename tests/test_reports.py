@@ -123,7 +123,14 @@ def test_the_terminal_table_shows_the_funnel_and_attention(reported, outreach):
     for step, n in EXPECTED_FUNNEL.items():
         assert any(re.match(rf"\s*{step}\s+{n}\b", line) for line in lines), step
     assert "needs attention (4)" in r.out and "mike.rogers@house.example.org" in r.out
-    assert all(len(line) <= 100 for line in lines)
+    assert "skipped 1: suppressed: spamreport" in r.out
+    # Every office, with its seat, state and reason.
+    assert "offices (14)" in r.out
+    offices = lines[next(i for i, line in enumerate(lines) if "offices (14)" in line):]
+    for email, (status, _, _) in MIX.items():
+        assert any(email in line and status in line for line in offices), email
+    assert any("AS-AL" in line for line in offices) and any("HTTP 400" in line for line in offices)
+    assert all(len(line) <= 100 for line in lines[:lines.index(offices[0])])
 
 
 def test_the_html_report_is_self_contained_with_the_right_numbers(reported, outreach, tmp_path):
