@@ -199,7 +199,7 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
             return _exit_for(ledger, live.campaign_id)
         if live.first is not None:
             sandbox_check(transport, message_for(live.first, cfg.sender, plan.name), cfg)
-        else:  # only letters of recipients no longer in the audience are due: check with one of them
+        else:  # only letters already recorded are due (retries waiting): check with one of them
             sandbox_check(transport, message_factory(cfg, plan.name)(
                 ledger.load(ledger.due(live.campaign_id, 1)[0])), cfg)
         for line in describe(live, cfg, transport):

@@ -35,6 +35,8 @@ NEEDS_ATTENTION = ("unknown", "failed")
 # A bounced letter's reason starts with its bounce type: "blocked: ..." is the receiving
 # server refusing for now, worth retrying; "bounce: ..." is a dead address, suppressed.
 BLOCKED_PREFIX = "blocked"
+# A recorded letter whose recipient left the audience or the contact list before it went out.
+FILTERED = "filtered: no longer in the audience or the contact list"
 
 
 def now() -> float:
@@ -269,6 +271,26 @@ class Ledger:
         with self.write() as db:
             db.execute(_ATTEMPT, {"letter_id": letter_id, **attempt})
             db.execute(_FINISH, params)
+
+    def follow_audience(self, campaign_id: int, keys: set[str]) -> tuple[int, int]:
+        """Letters waiting to go to a recipient no longer in the audience (or the contact list)
+        become `skipped`; those whose recipient is back go to pending again. (filtered, revived)"""
+        L = S.letters.c
+        t = now()
+        filtered = revived = 0
+        with self.write() as db:
+            rows = db.execute(select(L.id, L.email_key, L.status, L.reason).where(
+                L.campaign_id == campaign_id, L.status.in_(("pending", "retry_wait", "skipped")))).all()
+            for r in rows:
+                if r.status != "skipped" and r.email_key not in keys:
+                    db.execute(update(S.letters).where(L.id == r.id, L.status == r.status)
+                               .values(status="skipped", reason=FILTERED, next_attempt_at=None, updated_at=t))
+                    filtered += 1
+                elif r.status == "skipped" and r.reason == FILTERED and r.email_key in keys:
+                    db.execute(update(S.letters).where(L.id == r.id, L.status == "skipped")
+                               .values(status="pending", reason="back in the audience", updated_at=t))
+                    revived += 1
+        return filtered, revived
 
     def orphans_to_unknown(self, campaign_id: int) -> int:
         """Letters left `sending` by a process that is gone become `unknown` (call while holding the lock)."""

@@ -91,15 +91,25 @@ class LivePlan:
     to_send: int
     orphans: int = 0
     skipped: list[str] = field(default_factory=list)
+    filtered: int = 0              # recorded letters skipped now: their recipients left the audience
     first: object = None           # the first letter this run sends (rendered now): for the sandbox check
 
 
-def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePlan:
+def settle_recorded(ledger: Ledger, campaign_id: int, plan) -> tuple[int, int]:
+    """Before a send (call while holding its lock): recorded letters follow today's audience and
+    suppressions, so nobody removed from either gets a letter recorded earlier. (filtered, suppressed)"""
     from outreach.suppressions import apply as apply_suppressions
 
+    keys = {c.key for c in plan.recipients} | {c.key for c, _ in plan.suppressed}
+    filtered, _ = ledger.follow_audience(campaign_id, keys)
+    suppressed, _ = apply_suppressions(ledger, campaign_id)
+    return filtered, suppressed
+
+
+def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePlan:
     campaign_id = ledger.campaign_id(plan.name)
     orphans = ledger.orphans_to_unknown(campaign_id)
-    apply_suppressions(ledger, campaign_id)
+    filtered, _ = settle_recorded(ledger, campaign_id, plan)
     known = ledger.known(campaign_id)
     new, existing = [], Counter()
     first = None
@@ -116,7 +126,7 @@ def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePla
     if limit is not None:
         to_send = min(to_send, limit)
     return LivePlan(plan.name, campaign_id, len(letters), new, existing, due_existing, to_send, orphans,
-                    plan.skipped_lines(), first)
+                    plan.skipped_lines(), filtered=filtered, first=first)
 
 
 def describe(live: LivePlan, cfg, transport) -> list[str]:
@@ -138,7 +148,14 @@ def describe(live: LivePlan, cfg, transport) -> list[str]:
         f"at once (about {_duration(minutes)})",
     ]
     if live.skipped:
-        lines.append(f"  skipped: {len(live.skipped)} rows of the contact list (see `outreach contacts check`)")
+        lines.append(f"  skipped: {len(live.skipped)}")
+        lines += [f"    {line}" for line in live.skipped[:10]]
+        if len(live.skipped) > 10:
+            lines.append(f"    ... and {len(live.skipped) - 10} more (`outreach contacts check`, `outreach "
+                         "suppressions list`)")
+    if live.filtered:
+        lines.append(f"  left out: {live.filtered} letters recorded earlier whose recipients are no longer in the "
+                     "audience or the contact list (now skipped)")
     return lines
 
 

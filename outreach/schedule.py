@@ -235,8 +235,7 @@ def _dry_tick(ledger, cid: int, plan, batch: int, now: dt.datetime, s: Schedule)
 def _live_tick(cfg, ledger, cid: int, plan, batch: int):
     from outreach.dispatch import Dispatcher
     from outreach.errors import UserError
-    from outreach.live import check_sender, message_factory, transport_for
-    from outreach.suppressions import apply as apply_suppressions
+    from outreach.live import check_sender, message_factory, settle_recorded, transport_for
 
     check_sender(cfg)
     transport = transport_for(cfg, purpose="a live schedule")
@@ -251,7 +250,10 @@ def _live_tick(cfg, ledger, cid: int, plan, batch: int):
         if orphans:
             log.warning("%s: %d letters left `sending` by a stopped run are now unknown and will not be resent",
                         plan.name, orphans)
-        apply_suppressions(ledger, cid)
+        filtered, _ = settle_recorded(ledger, cid, plan)
+        if filtered:
+            log.info("%s: %d recorded letters skipped: their recipients left the audience or the contact list",
+                     plan.name, filtered)
         ledger.record(cid, plan.preflight(plan.recipients), plan.templates.hash())
         ledger.record_skipped(cid, plan.suppressed)
         dispatcher = Dispatcher(ledger, cid, transport, message_factory(cfg, plan.name), cfg.delivery,

@@ -126,6 +126,26 @@ def test_limit_sends_only_n_then_the_rest(live, grid, outreach):
     assert r.code == 0 and len(grid.deliveries()) == 14 and max(grid.received.values()) == 1
 
 
+def test_a_recorded_letter_follows_the_audience_until_it_goes_out(live, grid, outreach):
+    """Excluded (or dropped from the list) after its letter was recorded: that letter is skipped, not
+    sent; back in the audience, it goes out."""
+    assert outreach("--config", live.config, "send", "--live", "--yes", "--limit", "5").code == 1
+    waiting = next(r for r in campaign_letters(live) if r.status == "pending")
+    config = live.config.read_text()
+    live.config.write_text(config + f'\n[campaigns.korea-exception.audience]\nexclude = ["{waiting.email}"]\n')
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0, r.err
+    assert "left out: 1 letters recorded earlier" in r.out
+    assert waiting.email not in {d.to for d in grid.deliveries()} and len(grid.deliveries()) == 13
+    row = next(x for x in campaign_letters(live) if x.id == waiting.id)
+    assert row.status == "skipped" and "no longer in the audience" in row.reason
+    assert outreach("--config", live.config, "status", "--json").code in (0, 1)
+    live.config.write_text(config)
+    assert outreach("--config", live.config, "send", "--live", "--yes").code == 0
+    assert [d.to for d in grid.deliveries()].count(waiting.email) == 1 and len(grid.deliveries()) == 14
+    assert max(grid.received.values()) == 1
+
+
 def test_a_rejected_key_stops_at_the_sandbox_check(live, grid, outreach, monkeypatch):
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key")
     r = outreach("--config", live.config, "send", "--live", "--yes")
