@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import threading
 import time
 from typing import Iterator
@@ -171,7 +172,9 @@ def run_tick(config_path: str, campaign: str) -> None:
         for problem in e.problems:
             log.error("%s: %s", campaign, problem)
     except Exception as e:  # noqa: BLE001 - a tick must never take the scheduler down
-        log.exception("%s: the tick failed: %s", campaign, e)
+        log.error("%s: the tick failed (%s: %s); this is a bug: run with OUTREACH_DEBUG=1 for the details "
+                  "and report it; the next tick tries again", campaign, type(e).__name__, e)
+        log.debug("the failure in full", exc_info=True)
 
 
 def _tick(config_path: str, campaign: str) -> None:
@@ -423,6 +426,7 @@ def _wait_for_ticks(timeout: float = 600.0) -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    debug = os.environ.get("OUTREACH_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("python_http_client").setLevel(logging.WARNING)
