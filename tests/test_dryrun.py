@@ -257,3 +257,30 @@ def test_preview_of_someone_outside_the_audience_says_so(project, outreach):
     project.write_config(extra='[campaigns.korea-exception.audience]\nchamber = "house"\n')
     r = outreach("--config", project.config, "preview", "--to", "S001198")
     assert r.code == 2 and "not in the audience" in r.err
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_otherwise():
+    import io
+
+    from outreach.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    plain = io.StringIO()
+    with Progress(4000, "writing letters", stream=plain) as p:
+        for _ in range(4000):
+            p.advance()
+    assert plain.getvalue().splitlines() == ["writing letters: 1000/4000", "writing letters: 2000/4000",
+                                             "writing letters: 3000/4000"]
+    quiet = io.StringIO()
+    with Progress(200, "writing letters", stream=quiet) as p:
+        for _ in range(200):
+            p.advance()
+    assert quiet.getvalue() == ""  # a short run off a terminal says nothing
+    terminal = Terminal()
+    with Progress(4000, "writing letters", stream=terminal) as p:
+        p.advance(2000)
+        p._bar.refresh()
+        assert "2000/4000" in terminal.getvalue() and "writing letters: 1000" not in terminal.getvalue()

@@ -54,7 +54,8 @@ def test_the_window_opens_and_closes_in_eastern_time():
     (dt.date(2027, 1, 18), "Martin Luther King Jr. Day"), (dt.date(2027, 2, 15), "Washington's Birthday"),
     (dt.date(2027, 5, 31), "Memorial Day"), (dt.date(2027, 6, 18), "Juneteenth (observed)"),
     (dt.date(2027, 7, 5), "Independence Day (observed)"), (dt.date(2027, 9, 6), "Labor Day"),
-    (dt.date(2027, 10, 11), "Columbus Day"), (dt.date(2027, 11, 25), "Thanksgiving"),
+    (dt.date(2027, 10, 11), "Columbus Day"), (dt.date(2027, 11, 11), "Veterans Day"),
+    (dt.date(2027, 11, 25), "Thanksgiving"),
     (dt.date(2027, 12, 24), "Christmas (observed)"), (dt.date(2027, 12, 31), "New Year's Day 2028 (observed)"),
     (dt.date(2026, 7, 3), "Independence Day 2026 (observed)"),
 ])
