@@ -171,6 +171,27 @@ def test_starttls_with_a_verified_certificate(tmp_path, monkeypatch):
     assert len(recorder.messages) == 1
 
 
+def test_implicit_tls_with_a_verified_certificate(tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), ssl_context=context,
+                            authenticator=authenticator, auth_require_tls=False)
+    controller.start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        t = SMTPTransport("127.0.0.1", controller.port, "ssl", 5, "organizer", "s3cret")
+        assert t.send(letter(1)).outcome == "accepted"
+        assert t.send(letter(2)).outcome == "accepted"
+        t.close()
+    finally:
+        controller.stop()
+    assert len(recorder.messages) == 2
+
+
 def test_a_live_campaign_over_smtp(project, monkeypatch, outreach, smtp_server):
     controller, recorder = smtp_server
     monkeypatch.setenv("SMTP_USER", "organizer")
