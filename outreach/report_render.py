@@ -107,6 +107,12 @@ def to_table(report: dict, console) -> None:
 SCALE = [(0.0, (185, 28, 28)), (0.5, (245, 158, 11)), (0.8, (153, 246, 228)), (1.0, (15, 118, 110))]
 
 
+def _ink(background: str) -> str:
+    """White on dark tiles (red, deep teal), dark on light ones (amber, pale teal, grey)."""
+    r, g, b = (int(background[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return "#fff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.4 else "#1f2937"
+
+
 def _color(rate: float | None) -> str:
     """The tile colour for a delivery rate; grey for no letters."""
     if rate is None:
@@ -156,6 +162,8 @@ def report_context(report: dict, pager: dict | None = None) -> dict:
     tiles = [{"code": code, "x": x, "y": y, "row": states.get(code),
               "color": _color(states[code]["delivery_rate"] if code in states else None)}
              for code, (x, y) in TILES.items()]
+    for t in tiles:
+        t["ink"] = _ink(t["color"])
     letters = report["letters"]
     return dict(r=report, s=report["summary"], tiles=tiles, chart=_chart(report["timeline"]),
                 letters=letters[:HTML_ROW_LIMIT], truncated=report["summary"]["letters"] > HTML_ROW_LIMIT,
