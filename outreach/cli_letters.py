@@ -200,13 +200,15 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
         if live.first is not None:
             sandbox_check(transport, message_for(live.first, cfg.sender, plan.name), cfg)
         else:  # only letters already recorded are due (retries waiting): check with one of them
-            sandbox_check(transport, message_factory(cfg, plan.name)(
-                ledger.load(ledger.due(live.campaign_id, 1)[0])), cfg)
+            recorded = ledger.load_many(ledger.due(live.campaign_id, 20))
+            if recorded:
+                sandbox_check(transport, message_factory(cfg, plan.name)(next(iter(recorded.values()))), cfg)
         for line in describe(live, cfg, transport):
             click.echo(line)
         if not yes and not click.confirm("Send these letters now?", default=False):
             click.echo("Nothing was sent.")
             return EXIT_OK
+        ledger.apply_settlement(live.changes)
         # Every letter, not only the new ones: a pending letter never tried gets today's text.
         ledger.record(live.campaign_id, letters, plan.templates.hash())
         ledger.record_skipped(live.campaign_id, plan.suppressed)
@@ -231,8 +233,8 @@ def _retry_failed(cfg, campaign, live, yes, limit) -> int:
     from outreach.dispatch import Dispatcher
     from outreach.ledger import open_ledger
     from outreach.live import check_sender, message_factory, transport_for
+    from outreach.campaign import plan_campaign
     from outreach.progress import Progress
-    from outreach.suppressions import apply as apply_suppressions
 
     name, _ = cfg.campaign(campaign)
     transport = transport_for(cfg) if live else None
@@ -243,13 +245,17 @@ def _retry_failed(cfg, campaign, live, yes, limit) -> int:
     if cid is None:
         click.echo(f"{name}: no letters in the ledger yet; nothing to retry")
         return EXIT_OK
+    # Today's audience: a letter whose recipient was excluded or dropped from the list stays as it is.
+    audience = {c.key for c in plan_campaign(cfg, name, ledger=ledger).recipients}
     with ledger.lock(f"send:{name}", f"a send of campaign {name}"):
-        if live:  # a dry run changes no letter's state
-            apply_suppressions(ledger, cid)
         candidates, suppressed = ledger.retry_candidates(cid)
-        candidates = candidates[:limit] if limit else candidates
         for r in suppressed:
             click.echo(f"  left out {r.id[:12]}  {r.email:<40} the address is suppressed ({r.suppressed})")
+        for r in candidates:
+            if r.email_key not in audience:
+                click.echo(f"  left out {r.id[:12]}  {r.email:<40} no longer in the audience or the contact list")
+        candidates = [r for r in candidates if r.email_key in audience]
+        candidates = candidates[:limit] if limit else candidates
         if not candidates:
             click.echo(f"{name}: no failed or blocked letters to retry")
             return EXIT_OK

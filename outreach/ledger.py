@@ -15,7 +15,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from sqlalchemy import and_, bindparam, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
@@ -37,6 +37,16 @@ NEEDS_ATTENTION = ("unknown", "failed")
 BLOCKED_PREFIX = "blocked"
 # A recorded letter whose recipient left the audience or the contact list before it went out.
 FILTERED = "filtered: no longer in the audience or the contact list"
+
+
+class Change(NamedTuple):
+    """One letter's move before a send: `old` -> `new` state, with the reason."""
+
+    letter_id: str
+    email_key: str
+    old: str
+    new: str
+    reason: str
 
 
 def now() -> float:
@@ -200,7 +210,7 @@ class Ledger:
         L, E, X = S.letters.c, S.events.c, S.suppressions.c
         reached = select(E.id).where(E.letter_id == L.id, E.event.in_(("delivered", "open", "click"))).exists()
         with self.engine.connect() as db:
-            rows = db.execute(select(L.id, L.email, L.status, L.reason, X.reason.label("suppressed"))
+            rows = db.execute(select(L.id, L.email, L.email_key, L.status, L.reason, X.reason.label("suppressed"))
                               .outerjoin_from(S.letters, S.suppressions, X.email_key == L.email_key)
                               .where(L.campaign_id == campaign_id, _RETRYABLE, ~reached)
                               .order_by(L.created_at, L.id)).all()
@@ -272,25 +282,49 @@ class Ledger:
             db.execute(_ATTEMPT, {"letter_id": letter_id, **attempt})
             db.execute(_FINISH, params)
 
-    def follow_audience(self, campaign_id: int, keys: set[str]) -> tuple[int, int]:
-        """Letters waiting to go to a recipient no longer in the audience (or the contact list)
-        become `skipped`; those whose recipient is back go to pending again. (filtered, revived)"""
+    def settlement(self, campaign_id: int, audience: set[str], suppressed: dict[str, str]) -> list["Change"]:
+        """What today's audience and suppression list change among letters not yet sent (read only).
+
+        Decided once per letter: a suppressed address is `skipped` with the suppression's
+        reason; a recipient no longer in the audience (or the contact list) is `skipped` as
+        FILTERED; a skipped letter whose recipient is back and not suppressed waits again
+        (`retry_wait` if it had a retry time, else `pending`).
+        """
+        from outreach.suppressions import SKIP_PREFIX
+
+        L = S.letters.c
+        with self.engine.connect() as db:
+            rows = db.execute(select(L.id, L.email_key, L.status, L.reason, L.next_attempt_at).where(
+                L.campaign_id == campaign_id, L.status.in_(("pending", "retry_wait", "skipped")))).all()
+        changes = []
+        for r in rows:
+            held = r.status == "skipped"
+            ours = held and ((r.reason or "").startswith(SKIP_PREFIX) or r.reason == FILTERED)
+            if held and not ours:
+                continue  # skipped for a reason this does not decide
+            if r.email_key in suppressed:
+                status, reason = "skipped", SKIP_PREFIX + suppressed[r.email_key]
+            elif r.email_key not in audience:
+                status, reason = "skipped", FILTERED
+            elif held:
+                status = "retry_wait" if r.next_attempt_at is not None else "pending"
+                reason = "back in the audience" if r.reason == FILTERED else "suppression removed"
+            else:
+                continue
+            if (status, reason) != (r.status, r.reason):
+                changes.append(Change(r.id, r.email_key, r.status, status, reason))
+        return changes
+
+    def apply_settlement(self, changes: list["Change"]) -> int:
+        """Carry out `settlement`'s changes (each only if the letter has not moved meanwhile)."""
         L = S.letters.c
         t = now()
-        filtered = revived = 0
+        done = 0
         with self.write() as db:
-            rows = db.execute(select(L.id, L.email_key, L.status, L.reason).where(
-                L.campaign_id == campaign_id, L.status.in_(("pending", "retry_wait", "skipped")))).all()
-            for r in rows:
-                if r.status != "skipped" and r.email_key not in keys:
-                    db.execute(update(S.letters).where(L.id == r.id, L.status == r.status)
-                               .values(status="skipped", reason=FILTERED, next_attempt_at=None, updated_at=t))
-                    filtered += 1
-                elif r.status == "skipped" and r.reason == FILTERED and r.email_key in keys:
-                    db.execute(update(S.letters).where(L.id == r.id, L.status == "skipped")
-                               .values(status="pending", reason="back in the audience", updated_at=t))
-                    revived += 1
-        return filtered, revived
+            for c in changes:
+                done += db.execute(update(S.letters).where(L.id == c.letter_id, L.status == c.old)
+                                   .values(status=c.new, reason=c.reason, updated_at=t)).rowcount
+        return done
 
     def orphans_to_unknown(self, campaign_id: int) -> int:
         """Letters left `sending` by a process that is gone become `unknown` (call while holding the lock)."""

@@ -168,8 +168,8 @@ class _TemplateErrors:
             # An error raised by the template's own code (`member.district + 1` for a senator, say)
             # is the template's to fix; one raised elsewhere stays a bug of ours.
             where = self._template_line(tb)
-            if where is None:
-                return False
+            if where is None or not self._raised_in_template(tb):
+                return False  # raised in our own code (a filter, say), even if a template called it
             who = f", first failing for {_who(self.contact)}" if self.contact else ""
             raise UserError(f"{where}: the template failed: {type(exc).__name__}: {exc}{who}; "
                             "fix the template or the contact list") from None
@@ -186,12 +186,19 @@ class _TemplateErrors:
         who = f", first failing for {_who(self.contact)}" if self.contact else ""
         raise UserError(f"{where}: {detail}{who}; fix the template or the contact list") from None
 
+    def _is_template(self, filename: str) -> bool:
+        return filename.startswith(str(self.folder.resolve())) or filename.endswith(".j2")
+
+    def _raised_in_template(self, tb) -> bool:
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        return self._is_template(tb.tb_frame.f_code.co_filename)
+
     def _template_line(self, tb) -> str | None:
-        folder = str(self.folder.resolve())
         found = None
         while tb is not None:
             filename = tb.tb_frame.f_code.co_filename
-            if filename.startswith(folder) or filename.endswith(".j2"):
+            if self._is_template(filename):
                 found = f"{filename}, line {tb.tb_lineno}"
             tb = tb.tb_next
         return found

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from outreach.errors import UserError
-from outreach.ledger import LEFT_US, TO_SEND, Ledger, LetterRecord
+from outreach.ledger import FILTERED, LEFT_US, TO_SEND, Ledger, LetterRecord
 from outreach.message import Message, message_for
 
 SAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
@@ -91,26 +91,27 @@ class LivePlan:
     to_send: int
     orphans: int = 0
     skipped: list[str] = field(default_factory=list)
-    filtered: int = 0              # recorded letters skipped now: their recipients left the audience
+    filtered: int = 0              # recorded letters to skip: their recipients left the audience
+    changes: list = field(default_factory=list)   # Ledger.settlement, to apply once confirmed
     first: object = None           # the first letter this run sends (rendered now): for the sandbox check
 
 
-def settle_recorded(ledger: Ledger, campaign_id: int, plan) -> tuple[int, int]:
-    """Before a send (call while holding its lock): recorded letters follow today's audience and
-    suppressions, so nobody removed from either gets a letter recorded earlier. (filtered, suppressed)"""
-    from outreach.suppressions import apply as apply_suppressions
+def settlement(ledger: Ledger, campaign_id: int, plan) -> list:
+    """Recorded letters not yet sent, held against today's audience and suppression list: the
+    changes that make sure nobody removed from either gets a letter recorded earlier (read only)."""
+    from outreach.suppressions import suppressed
 
-    keys = {c.key for c in plan.recipients} | {c.key for c, _ in plan.suppressed}
-    filtered, _ = ledger.follow_audience(campaign_id, keys)
-    suppressed, _ = apply_suppressions(ledger, campaign_id)
-    return filtered, suppressed
+    return ledger.settlement(campaign_id, {c.key for c in plan.recipients}, suppressed(ledger))
 
 
 def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePlan:
     campaign_id = ledger.campaign_id(plan.name)
     orphans = ledger.orphans_to_unknown(campaign_id)
-    filtered, _ = settle_recorded(ledger, campaign_id, plan)
+    changes = settlement(ledger, campaign_id, plan)  # carried out only once the operator confirms
     known = ledger.known(campaign_id)
+    for c in changes:
+        known[c.email_key] = (c.letter_id, c.new)
+    filtered = sum(1 for c in changes if c.reason == FILTERED)
     new, existing = [], Counter()
     first = None
     for letter in letters:
@@ -126,7 +127,7 @@ def plan_live(ledger: Ledger, plan, letters: list, limit: int | None) -> LivePla
     if limit is not None:
         to_send = min(to_send, limit)
     return LivePlan(plan.name, campaign_id, len(letters), new, existing, due_existing, to_send, orphans,
-                    plan.skipped_lines(), filtered=filtered, first=first)
+                    plan.skipped_lines(), filtered=filtered, first=first, changes=changes)
 
 
 def describe(live: LivePlan, cfg, transport) -> list[str]:

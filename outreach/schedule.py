@@ -238,7 +238,8 @@ def _dry_tick(ledger, cid: int, plan, batch: int, now: dt.datetime, s: Schedule)
 def _live_tick(cfg, ledger, cid: int, plan, batch: int):
     from outreach.dispatch import Dispatcher
     from outreach.errors import UserError
-    from outreach.live import check_sender, message_factory, settle_recorded, transport_for
+    from outreach.ledger import FILTERED
+    from outreach.live import check_sender, message_factory, settlement, transport_for
 
     check_sender(cfg)
     transport = transport_for(cfg, purpose="a live schedule")
@@ -253,7 +254,9 @@ def _live_tick(cfg, ledger, cid: int, plan, batch: int):
         if orphans:
             log.warning("%s: %d letters left `sending` by a stopped run are now unknown and will not be resent",
                         plan.name, orphans)
-        filtered, _ = settle_recorded(ledger, cid, plan)
+        changes = settlement(ledger, cid, plan)
+        ledger.apply_settlement(changes)
+        filtered = sum(1 for c in changes if c.reason == FILTERED)
         if filtered:
             log.info("%s: %d recorded letters skipped: their recipients left the audience or the contact list",
                      plan.name, filtered)
@@ -385,10 +388,10 @@ def missed_tick(stored: dt.datetime | None, now: dt.datetime, s: Schedule, grace
         return None
     since = now - dt.timedelta(seconds=grace_s)
     last = stored if stored >= since else None  # the stored run itself (an earlier config's tick, too)
-    t = next_tick(max(stored, since), s)
-    while t is not None and t <= now:
+    for t in ticks_after(max(stored, since), s):  # one walk: each next_tick would rescan the day
+        if t > now:
+            break
         last = t
-        t = next_tick(t, s)
     return last
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 
 from outreach import schema as S
 
@@ -64,25 +64,3 @@ def suppressed(ledger) -> dict[str, str]:
     C = S.suppressions.c
     with ledger.engine.connect() as db:
         return {r.email_key: r.reason for r in db.execute(select(C.email_key, C.reason))}
-
-
-def apply(ledger, campaign_id: int) -> tuple[int, int]:
-    """Letters waiting to go to a suppressed address become `skipped`; those whose suppression
-    was removed go back to pending. Returns (skipped now, revived)."""
-    L = S.letters.c
-    blocked = suppressed(ledger)
-    t = time.time()
-    skipped = revived = 0
-    with ledger.write() as db:
-        rows = db.execute(select(L.id, L.email_key, L.status, L.reason).where(
-            L.campaign_id == campaign_id, L.status.in_(("pending", "retry_wait", "skipped")))).all()
-        for r in rows:
-            if r.status != "skipped" and r.email_key in blocked:
-                db.execute(update(S.letters).where(L.id == r.id, L.status == r.status)
-                           .values(status="skipped", reason=SKIP_PREFIX + blocked[r.email_key], updated_at=t))
-                skipped += 1
-            elif r.status == "skipped" and (r.reason or "").startswith(SKIP_PREFIX) and r.email_key not in blocked:
-                db.execute(update(S.letters).where(L.id == r.id, L.status == "skipped")
-                           .values(status="pending", reason="suppression removed", updated_at=t))
-                revived += 1
-    return skipped, revived

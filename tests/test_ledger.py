@@ -79,3 +79,36 @@ def test_a_lock_held_by_a_live_process_refuses_and_a_dead_holder_is_taken_over(t
     lock.acquire()
     assert lock.took_over is not None and lock.took_over["pid"] != os.getpid()
     lock.release()
+
+
+def test_settlement_decides_each_waiting_letter_once_and_keeps_a_retry_time(tmp_path):
+    from outreach.ledger import FILTERED
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    cid = ledger.campaign_id("c")
+    rows = [("p", "pending", None, None), ("w", "retry_wait", "HTTP 503", 5000.0),
+            ("s", "skipped", "suppressed: bounce", None), ("f", "skipped", FILTERED, None),
+            ("a", "accepted", None, None)]
+    with ledger.write() as db:
+        for name, status, reason, retry_at in rows:
+            db.execute(insert(S.letters).values(id=name, campaign_id=cid, email=f"{name}@b.org",
+                                                email_key=f"{name}@b.org", status=status, reason=reason,
+                                                next_attempt_at=retry_at, attempts=1, created_at=1, updated_at=1))
+
+    def state():
+        return {r.id: (r.status, r.reason) for r in ledger.letters(cid)}
+
+    # Nobody in the audience, the bounce lifted: every waiting letter is held as filtered.
+    changes = ledger.settlement(cid, audience=set(), suppressed={})
+    assert {c.letter_id: c.new for c in changes} == {"p": "skipped", "w": "skipped", "s": "skipped"}
+    assert state()["p"] == ("pending", None)  # read only until applied
+    assert ledger.apply_settlement(changes) == 3
+    assert {k: v for k, v in state().items() if k != "a"} == {k: ("skipped", FILTERED) for k in "pwsf"}
+    # All back and one suppressed: the rest wait again; the retry keeps its time.
+    everyone = {f"{k}@b.org" for k in "pwsfa"}
+    ledger.apply_settlement(ledger.settlement(cid, everyone, {"s@b.org": "spamreport"}))
+    got = state()
+    assert got["p"][0] == "pending" and got["f"][0] == "pending" and got["w"][0] == "retry_wait"
+    assert got["s"] == ("skipped", "suppressed: spamreport") and got["a"] == ("accepted", None)
+    assert next(r for r in ledger.letters(cid) if r.id == "w").next_attempt_at == 5000.0
+    assert ledger.settlement(cid, everyone, {"s@b.org": "spamreport"}) == []  # settled: nothing more to do

@@ -146,6 +146,72 @@ def test_a_recorded_letter_follows_the_audience_until_it_goes_out(live, grid, ou
     assert max(grid.received.values()) == 1
 
 
+def exclude(project, config: str, email: str) -> None:
+    project.config.write_text(config + f'\n[campaigns.korea-exception.audience]\nexclude = ["{email}"]\n')
+
+
+def test_an_excluded_recipient_stays_out_when_their_suppression_is_lifted(live, grid, outreach):
+    """Suppressed, then excluded, then the suppression removed: still no letter (the audience decides)."""
+    early = "james.moylan@house.example.org"  # suppressed before any send: a skipped row, no archived message
+    assert outreach("--config", live.config, "suppressions", "add", early, "--reason", "asked").code == 0
+    assert outreach("--config", live.config, "send", "--live", "--yes", "--limit", "5").code == 1
+    config = live.config.read_text()
+    recorded = next(r for r in campaign_letters(live) if r.status == "pending")  # archived, not yet sent
+    assert outreach("--config", live.config, "suppressions", "add", recorded.email, "--reason", "asked").code == 0
+    assert outreach("--config", live.config, "send", "--live", "--yes", "--limit", "1").code == 1
+    assert {x.email: x.status for x in campaign_letters(live)}[recorded.email] == "skipped"
+    live.config.write_text(config + '\n[campaigns.korea-exception.audience]\nexclude = ["%s", "%s"]\n'
+                           % (recorded.email, early))
+    for email in (recorded.email, early):
+        assert outreach("--config", live.config, "suppressions", "remove", email).code == 0
+    r = outreach("--config", live.config, "send", "--live", "--yes")
+    assert r.code == 0, r.err
+    assert_no_traceback(r)
+    sent = [d.to for d in grid.deliveries()]
+    assert recorded.email not in sent and early not in sent
+    rows = {x.email: x for x in campaign_letters(live)}
+    assert rows[recorded.email].status == rows[early].status == "skipped"
+    assert "no longer in the audience" in rows[recorded.email].reason
+    # Back in the audience and not suppressed: each gets exactly one letter.
+    live.config.write_text(config)
+    assert outreach("--config", live.config, "send", "--live", "--yes").code == 0
+    sent = [d.to for d in grid.deliveries()]
+    assert sent.count(recorded.email) == 1 and sent.count(early) == 1 and len(sent) == 14
+
+
+def test_declining_the_confirmation_changes_no_letter(live, grid, outreach, monkeypatch):
+    import click
+
+    assert outreach("--config", live.config, "send", "--live", "--yes", "--limit", "5").code == 1
+    waiting = next(r for r in campaign_letters(live) if r.status == "pending")
+    exclude(live, live.config.read_text(), waiting.email)
+    before = {r.id: (r.status, r.reason) for r in campaign_letters(live)}
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(click, "confirm", lambda *a, **k: False)
+    r = outreach("--config", live.config, "send", "--live")
+    assert r.code == 0 and "Nothing was sent." in r.out
+    assert "left out: 1 letters recorded earlier" in r.out
+    assert {r.id: (r.status, r.reason) for r in campaign_letters(live)} == before
+    assert len(grid.deliveries()) == 5
+
+
+def test_retry_failed_leaves_out_recipients_no_longer_in_the_audience(live, grid, outreach):
+    from mockgrid import ACCEPT, status
+
+    failing = {"eleanor.norton@house.example.org", "adam.smith@house.example.org"}
+    grid.behave = lambda n, body: status(400, {"errors": [{"message": "Invalid to email"}]}) \
+        if body["personalizations"][0]["to"][0]["email"] in failing else ACCEPT
+    assert outreach("--config", live.config, "send", "--live", "--yes").code == 1
+    grid.behave = lambda n, body: ACCEPT
+    exclude(live, live.config.read_text(), "adam.smith@house.example.org")
+    before = len(grid.deliveries())
+    r = outreach("--config", live.config, "send", "--live", "--yes", "--retry-failed")
+    assert [d.to for d in grid.deliveries()[before:]] == ["eleanor.norton@house.example.org"]
+    assert "adam.smith@house.example.org" in next(line for line in r.out.splitlines() if "left out" in line)
+    rows = {x.email: x.status for x in campaign_letters(live)}
+    assert rows["adam.smith@house.example.org"] == "failed" and rows["eleanor.norton@house.example.org"] == "accepted"
+
+
 def test_a_rejected_key_stops_at_the_sandbox_check(live, grid, outreach, monkeypatch):
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.wrong-key")
     r = outreach("--config", live.config, "send", "--live", "--yes")
