@@ -44,11 +44,19 @@ def is_sending_day(day: dt.date, s: Schedule) -> bool:
     return not (s.skip_federal_holidays and day in federal_holidays(day.year))
 
 
-def _wall_times(day: dt.date, s: Schedule) -> Iterator[dt.time]:
-    """The window's tick times on one day, as wall-clock times: start, start + every, ..."""
+def _wall_times(day: dt.date, s: Schedule, from_wall: dt.time | None = None) -> Iterator[dt.time]:
+    """The window's tick times on one day, as wall-clock times: start, start + every, ...
+
+    With `from_wall`, ticks more than an hour and a bit before it are stepped over
+    arithmetically (the hour covers a daylight-saving shift), not one by one.
+    """
     start = dt.datetime.combine(day, s.window[0])
     end = dt.datetime.combine(day, s.window[1])
     t = start
+    if from_wall is not None:
+        ahead = (dt.datetime.combine(day, from_wall) - start).total_seconds() - 3900
+        if ahead > 0:
+            t = start + dt.timedelta(seconds=s.every_s * int(ahead // s.every_s))
     while t < end:
         yield t.time()
         t += dt.timedelta(seconds=s.every_s)
@@ -69,10 +77,11 @@ def ticks_after(after: dt.datetime, s: Schedule) -> Iterator[dt.datetime]:
     """Every tick strictly after `after` (aware), in order, as UTC datetimes."""
     tz = ZoneInfo(s.timezone)
     after = max(after, s.start - dt.timedelta(microseconds=1)) if s.start else after
-    day = after.astimezone(tz).date()
+    local = after.astimezone(tz)
+    day, first_day = local.date(), local.date()
     for _ in range(LOOKAHEAD_DAYS):
         if is_sending_day(day, s):
-            for wall in _wall_times(day, s):
+            for wall in _wall_times(day, s, local.time().replace(tzinfo=None) if day == first_day else None):
                 moment = _local(day, wall, tz)
                 if moment is not None and moment > after:
                     yield moment.astimezone(UTC)
