@@ -64,10 +64,12 @@ def config_group() -> None:
 @pass_app
 def config_check(app: App) -> int:
     """Validate config.toml and say what it sets up (secrets are never shown)."""
+    from outreach.ledger import safe_url
+
     cfg = app.config
     click.echo(f"{cfg.path}: valid")
     click.echo(f"  sender: {cfg.sender.name} <{cfg.sender.email}>")
-    click.echo(f"  transport: {cfg.delivery.transport}; database: {redact_url(cfg.database_url)}")
+    click.echo(f"  transport: {cfg.delivery.transport}; database: {safe_url(cfg.database_url)}")
     any_missing = False
     for name, campaign in sorted(cfg.campaigns.items()):
         problems = []
@@ -80,13 +82,6 @@ def config_check(app: App) -> int:
     key_env = cfg.sendgrid.api_key_env
     click.echo(f"  ${key_env}: {'set' if os.environ.get(key_env) else 'not set'}")
     return EXIT_ATTENTION if any_missing else EXIT_OK
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password."""
-    from outreach.ledger import _safe_url
-
-    return _safe_url(url)
 
 
 # -- contacts -----------------------------------------------------------------

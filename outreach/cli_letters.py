@@ -132,10 +132,10 @@ def send(app: App, campaign, contacts_file, dry_run_flag, live, yes, limit, test
 def _ledger_to_read(cfg):
     """The ledger for suppressions and follow-ups, if there is one (SQLAlchemy is imported only then)."""
     if cfg.database_missing:
-        return None
-    from outreach.ledger import existing_ledger
+        return None  # and a dry run never creates one
+    from outreach.ledger import Ledger
 
-    return existing_ledger(cfg)
+    return Ledger(cfg.database_url)
 
 
 def _print_skipped(plan) -> None:
@@ -232,8 +232,8 @@ def _retry_failed(cfg, campaign, live, yes, limit) -> int:
     """Letters that never reached the office, sent again: never one that was delivered."""
     from outreach.dispatch import Dispatcher
     from outreach.ledger import open_ledger
-    from outreach.live import check_sender, message_factory, transport_for
     from outreach.campaign import plan_campaign
+    from outreach.live import check_sender, message_factory, transport_for
     from outreach.progress import Progress
 
     name, _ = cfg.campaign(campaign)

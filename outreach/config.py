@@ -524,10 +524,7 @@ class Config:
         import os
 
         url = self.database_url
-        if not url.startswith("sqlite"):
-            return False
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        return not path or path == ":memory:" or not os.path.exists(path)
+        return url.startswith("sqlite") and not ((path := sqlite_file(url)) and os.path.exists(path))
 
     def campaign(self, name: str | None) -> tuple[str, Campaign]:
         """The campaign called `name`, or the only one when `name` is None."""
@@ -543,6 +540,12 @@ class Config:
             known = ", ".join(names) or "none"
             raise UserError(f"{self.path}: no campaign {name!r} (campaigns: {known})")
         return name, self.campaigns[name]
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of an SQLite URL; None for an in-memory database (or a URL of another kind)."""
+    path = url.split(":///", 1)[1] if url.startswith("sqlite") and ":///" in url else ""
+    return path if path and path != ":memory:" else None
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:

@@ -3,10 +3,11 @@
 Safe by default: bound to any other address than loopback, and whenever one
 is set, a token from the environment is required, as an `Authorization:
 Bearer` header (scripts) or through the login form, which sets a secure,
-HTTP-only cookie (people). On loopback without a token, the pages answer only
-requests that plainly come from this machine: no proxy headers, a loopback
-Host (so neither a reverse proxy nor a DNS-rebinding page reaches them). The cookie holds an HMAC of the token, never the token. No page
-changes data; the webhook keeps its own signature check.
+HTTP-only cookie (people); the cookie holds an HMAC of the token, never the
+token. On loopback without a token, the pages answer only requests that
+plainly come from this machine: no proxy headers, a loopback Host (so neither
+a reverse proxy nor a DNS-rebinding page reaches them). No page changes data;
+the webhook keeps its own signature check.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from outreach import schema as S
+from outreach.config import sqlite_file
 from outreach.errors import UserError
 from outreach.letters import letter_id
 
@@ -80,7 +81,7 @@ class Ledger:
         except UserError:
             raise
         except SQLAlchemyError as e:
-            raise UserError(f"{_safe_url(url)}: cannot open the ledger database: {_short(e)}") from None
+            raise UserError(f"{safe_url(url)}: cannot open the ledger database: {_short(e)}") from None
 
     @contextlib.contextmanager
     def write(self):
@@ -100,7 +101,7 @@ class Ledger:
             S.schema_version.create(db, checkfirst=True)
             found = db.execute(select(func.max(S.schema_version.c.version))).scalar() or 0
             if found > S.CURRENT_VERSION:
-                raise UserError(f"{_safe_url(self.url)}: the ledger has schema version {found}, newer than this "
+                raise UserError(f"{safe_url(self.url)}: the ledger has schema version {found}, newer than this "
                                 f"outreach ({S.CURRENT_VERSION}); upgrade outreach")
             for version, _, tables, statements in S.MIGRATIONS:
                 if version > found:
@@ -681,13 +682,12 @@ def _pid_alive(pid: int) -> bool:
 
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
+        path = sqlite_file(url)
+        if path:
             folder = os.path.dirname(path)
             if folder and not os.path.isdir(folder):
                 raise UserError(f"{url}: the folder {folder} does not exist; create it or change [database] url")
-        pool = {} if not path or path == ":memory:" else {"pool_size": 16, "max_overflow": 64,
-                                                           "pool_use_lifo": True}
+        pool = {"pool_size": 16, "max_overflow": 64, "pool_use_lifo": True} if path else {}
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
 
         @event.listens_for(engine, "connect")
@@ -707,10 +707,10 @@ def _engine(url: str) -> Engine:
     except (ImportError, ModuleNotFoundError) as e:
         raise UserError(f"[database] url needs a driver that is not installed: {e}") from None
     except Exception as e:  # noqa: BLE001 - SQLAlchemy's URL errors have several types
-        raise UserError(f"[database] url {_safe_url(url)!r} is not usable: {_short(e)}") from None
+        raise UserError(f"[database] url {safe_url(url)!r} is not usable: {_short(e)}") from None
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password; nothing of it when it cannot be parsed (it may hold one)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -729,11 +729,6 @@ def _short(e: Exception) -> str:
 def open_ledger(cfg) -> Ledger:
     """The ledger named by [database] url in config (default: outreach.db next to config.toml)."""
     return Ledger(cfg.database_url)
-
-
-def existing_ledger(cfg) -> Ledger | None:
-    """The ledger if it already exists (a dry run reads suppressions, but never creates a database)."""
-    return None if cfg.database_missing else Ledger(cfg.database_url)
 
 
 __all__ = ["Ledger", "LetterRecord", "Lock", "STATES", "LEFT_US", "open_ledger", "OperationalError"]

@@ -164,13 +164,13 @@ class _TemplateErrors:
                             f"{exc.strerror or exc}") from None
         if exc is None or isinstance(exc, UserError) or not isinstance(exc, Exception):
             return False
+        who = f", first failing for {_who(self.contact)}" if self.contact else ""
         if not isinstance(exc, jinja2.TemplateError):
             # An error raised by the template's own code (`member.district + 1` for a senator, say)
             # is the template's to fix; one raised elsewhere stays a bug of ours.
             where = self._template_line(tb)
             if where is None or not self._raised_in_template(tb):
                 return False  # raised in our own code (a filter, say), even if a template called it
-            who = f", first failing for {_who(self.contact)}" if self.contact else ""
             raise UserError(f"{where}: the template failed: {type(exc).__name__}: {exc}{who}; "
                             "fix the template or the contact list") from None
         if isinstance(exc, jinja2.TemplateSyntaxError):
@@ -183,7 +183,6 @@ class _TemplateErrors:
         detail = str(exc.message if hasattr(exc, "message") else exc)
         if isinstance(exc, jinja2.UndefinedError):
             detail = f"undefined variable: {detail}"
-        who = f", first failing for {_who(self.contact)}" if self.contact else ""
         raise UserError(f"{where}: {detail}{who}; fix the template or the contact list") from None
 
     def _is_template(self, filename: str) -> bool:

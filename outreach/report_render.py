@@ -89,15 +89,12 @@ def to_table(report: dict, console) -> None:
         console.print(f"\n[bold]offices ({len(report['letters'])})[/bold]  seat, party, member, state, "
                       "last event (UTC), recipient")
         for r in report["letters"]:
-            seat = r["state"] or ""
-            if r["chamber"] == "house" and r["district"] is not None:
-                seat += "-AL" if r["district"] == 0 else f"-{r['district']}"
             when = (r["last_event_at"] or "")[5:16].replace("T", " ")
             event = f"{r['last_event']} {when}" if r["last_event"] else ""
             name = r["name"] or ""
             name = name if len(name) <= 22 else name[:21] + "…"
-            console.print(f"  {seat:<6} {(r['party'] or '')[:1]:<1}  {name:<22} {r['status']:<12} {event:<21} "
-                          f"{r['email']}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  {seat(r['state'], r['district']):<6} {(r['party'] or '')[:1]:<1}  {name:<22} "
+                          f"{r['status']:<12} {event:<21} {r['email']}", markup=False, highlight=False, soft_wrap=True)
             if r["reason"]:
                 console.print(f"         └ {r['reason']}", markup=False, highlight=False, soft_wrap=True)
 
@@ -152,8 +149,17 @@ def template_env():
     """The Jinja2 environment of the report and dashboard pages (autoescaped, strict)."""
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("outreach", "report_templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("outreach", "report_templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["seat"] = seat
+    return env
+
+
+def seat(state: str | None, district: int | None) -> str:
+    """'VA' for a senator, 'WA-9' or 'GU-AL' (at large) for a House member."""
+    if district is None:
+        return state or ""
+    return f"{state or ''}-{'AL' if district == 0 else district}"
 
 
 def report_context(report: dict, pager: dict | None = None) -> dict:

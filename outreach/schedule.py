@@ -25,6 +25,7 @@ from outreach.config import Schedule
 log = logging.getLogger("outreach.schedule")
 UTC = dt.timezone.utc
 JOB_PREFIX = "outreach:"
+JOBS_TABLE = "scheduler_jobs"   # APScheduler's job store, in the ledger's database
 LOOKAHEAD_DAYS = 800   # far enough for any schedule with a sending day in it
 
 
@@ -332,7 +333,7 @@ def run_scheduler(config_path: str) -> int:
                     lock.took_over["pid"], lock.took_over["host"])
     _STOPPING.clear()
     scheduler = BlockingScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename="scheduler_jobs")},
+        jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)},
         job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
     _SCHEDULER = scheduler
     now = dt.datetime.now(UTC)
@@ -397,7 +398,7 @@ def missed_tick(stored: dt.datetime | None, now: dt.datetime, s: Schedule, grace
         return None
     since = now - dt.timedelta(seconds=grace_s)
     last = stored if stored >= since else None  # the stored run itself (an earlier config's tick, too)
-    for t in ticks_after(max(stored, since), s):  # one walk: each next_tick would rescan the day
+    for t in ticks_after(max(stored, since), s):
         if t > now:
             break
         last = t
@@ -411,7 +412,7 @@ def _stored_next_run(ledger, job_id: str) -> dt.datetime | None:
 
     try:
         with ledger.engine.connect() as db:
-            value = db.execute(text("SELECT next_run_time FROM scheduler_jobs WHERE id = :id"),
+            value = db.execute(text(f"SELECT next_run_time FROM {JOBS_TABLE} WHERE id = :id"),
                                {"id": job_id}).scalar()
     except SQLAlchemyError:
         return None  # no job store yet

@@ -102,10 +102,10 @@ events = Table(
     Column("letter_id", String(32), ForeignKey("letters.id")),      # null: unmatched, or a --test-to copy
     Column("campaign_id", Integer, ForeignKey("campaigns.id")),     # the matched letter's campaign
     Column("matched_by", String(16)),                               # letter_id, message_id, email, test; null: none
-    Column("event", Text, nullable=False),                    # processed, delivered, bounce, open, ...
-    Column("type", Text),                                     # bounce: "bounce" or "blocked"
-    Column("sg_event_id", Text),                             # unique through dedupe_key
-    Column("dedupe_key", Text, nullable=False),     # "sg:" + sg_event_id, or a hash of the event
+    Column("event", Text, nullable=False),                          # processed, delivered, bounce, open, ...
+    Column("type", Text),                                           # bounce: "bounce" or "blocked"
+    Column("sg_event_id", Text),                                    # unique through dedupe_key
+    Column("dedupe_key", Text, nullable=False),                     # "sg:" + sg_event_id, or a hash of the event
     Column("sg_message_id", Text),
     Column("email", Text),
     Column("occurred_at", Float, nullable=False),                   # the event's own timestamp

@@ -153,19 +153,17 @@ class EventReceiver:
             return refuse(403, problem)
         held = [0]
         try:
-            return await self._handle(request, refuse, held)
+            return await self._handle(request, refuse, held, signature, timestamp)
         finally:
             self.buffered -= held[0]
 
-    async def _handle(self, request, refuse, held):
+    async def _handle(self, request, refuse, held, signature: str, timestamp: str):
         from starlette.concurrency import run_in_threadpool
         from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse
 
         from outreach.events import EventError, parse_body
 
-        signature = request.headers.get(SIGNATURE_HEADER)
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
         try:
             body = await self._read(request, held)
         except BodyTooLarge:

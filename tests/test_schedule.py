@@ -16,7 +16,7 @@ from conftest import ROOT
 from mockgrid import MockGrid
 from outreach.config import Schedule, load_config, parse_days
 from outreach.schedule import (
-    OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after,
+    JOBS_TABLE, OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after,
     window_open,
 )
 from test_crash import many_contacts
@@ -324,7 +324,7 @@ def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return(project):
         assert "would send" not in first.log  # the next hourly tick is ahead
         # While it was down, a tick came and went.
         ledger = ledger_of(project)
-        store = SQLAlchemyJobStore(engine=ledger.engine, tablename="scheduler_jobs")
+        store = SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)
         job = store.lookup_job("outreach:korea-exception")
         job.next_run_time = dt.datetime.now(UTC) - dt.timedelta(minutes=10)
         store.update_job(job)

@@ -148,45 +148,27 @@ def self_signed(tmp_path):
     return cert_path, key_path
 
 
-def test_starttls_with_a_verified_certificate(tmp_path, monkeypatch):
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_with_a_verified_certificate(tmp_path, monkeypatch, security):
+    """STARTTLS on a plain port, or TLS from the first byte ("ssl"): the certificate is checked."""
     import ssl
 
     cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), tls_context=context,
-                            require_starttls=True, authenticator=authenticator)
+    tls = (dict(tls_context=context, require_starttls=True) if security == "starttls"
+           else dict(ssl_context=context, auth_require_tls=False))
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), authenticator=authenticator, **tls)
     controller.start()
     try:
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts our test certificate
-        t = SMTPTransport("127.0.0.1", controller.port, "starttls", 5, "organizer", "s3cret")
-        assert t.send(letter(1)).outcome == "accepted"
+        t = SMTPTransport("127.0.0.1", controller.port, security, 5, "organizer", "s3cret")
+        assert [t.send(letter(n)).outcome for n in (1, 2)] == ["accepted", "accepted"]
         t.close()
         monkeypatch.delenv("SSL_CERT_FILE")
-        untrusted = SMTPTransport("127.0.0.1", controller.port, "starttls", 5, "organizer", "s3cret")
-        assert untrusted.send(letter(2)).outcome == "retry"  # an unverified certificate is refused
-    finally:
-        controller.stop()
-    assert len(recorder.messages) == 1
-
-
-def test_implicit_tls_with_a_verified_certificate(tmp_path, monkeypatch):
-    import ssl
-
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), ssl_context=context,
-                            authenticator=authenticator, auth_require_tls=False)
-    controller.start()
-    try:
-        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-        t = SMTPTransport("127.0.0.1", controller.port, "ssl", 5, "organizer", "s3cret")
-        assert t.send(letter(1)).outcome == "accepted"
-        assert t.send(letter(2)).outcome == "accepted"
-        t.close()
+        untrusted = SMTPTransport("127.0.0.1", controller.port, security, 5, "organizer", "s3cret")
+        assert untrusted.send(letter(3)).outcome == "retry"  # an unverified certificate is refused
     finally:
         controller.stop()
     assert len(recorder.messages) == 2
