@@ -2,7 +2,7 @@
 
 The decisions — is this a sending day, is the window open, when is the next
 tick, when will the campaign finish — are pure functions of a Schedule and a
-UTC time. `run_scheduler` wires them to APScheduler 3 (BlockingScheduler, its
+UTC time. `run_scheduler` wires them to APScheduler 3 (BackgroundScheduler, its
 SQLAlchemy job store in the ledger's database) and each tick sends one batch
 through the same dispatcher as `outreach send --live`.
 """
@@ -306,18 +306,31 @@ def run_scheduler(config_path: str) -> int:
     """Run every scheduled campaign until SIGTERM / Ctrl-C; returns the exit code."""
     import signal
 
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    global _SCHEDULER
+    _setup_logging()
+    # Listen for SIGTERM / Ctrl-C before anything else, so a stop asked for while the
+    # campaigns are being set up is never lost; the handler only raises a flag.
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop_requested.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _run_scheduler(config_path, stop_requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _SCHEDULER = None
 
-    from outreach.campaign import plan_campaign
+
+def _run_scheduler(config_path: str, stop_requested: threading.Event) -> int:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+
     from outreach.config import load_config
     from outreach.errors import UserError
     from outreach.ledger import open_ledger
     from outreach.live import check_sender, transport_for
-    from outreach.state import campaign_state, set_ended
 
     global _SCHEDULER
-    _setup_logging()
     cfg = load_config(config_path)
     scheduled = {name: c.schedule for name, c in sorted(cfg.campaigns.items()) if c.schedule is not None}
     if not scheduled:
@@ -328,14 +341,39 @@ def run_scheduler(config_path: str) -> int:
     ledger = open_ledger(cfg)
     lock = ledger.lock("scheduler", "a scheduler on this database")
     lock.acquire()
-    if lock.took_over:
-        log.warning("took over the scheduler lock from pid %s on %s, which is no longer running",
-                    lock.took_over["pid"], lock.took_over["host"])
-    _STOPPING.clear()
-    scheduler = BlockingScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)},
-        job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
-    _SCHEDULER = scheduler
+    try:
+        if lock.took_over:
+            log.warning("took over the scheduler lock from pid %s on %s, which is no longer running",
+                        lock.took_over["pid"], lock.took_over["host"])
+        _STOPPING.clear()
+        scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)},
+            job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
+        _SCHEDULER = scheduler
+        # Started paused, so each job is in the job store before it is announced; ticks then
+        # run in the scheduler's threads while this one waits for a stop.
+        scheduler.start(paused=True)
+        _add_jobs(scheduler, cfg, ledger, scheduled)
+        if not stop_requested.is_set():
+            scheduler.resume()
+            while not stop_requested.wait(0.5):
+                pass
+        log.info("stopping: the letters in flight are finished and recorded")
+        stop_ticks()
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        _wait_for_ticks()
+    finally:
+        lock.release()
+    log.info("scheduler stopped")
+    return 0
+
+
+def _add_jobs(scheduler, cfg, ledger, scheduled: dict) -> None:
+    """One job per scheduled campaign that still has letters to send, a missed tick included."""
+    from outreach.campaign import plan_campaign
+    from outreach.state import campaign_state, set_ended
+
     now = dt.datetime.now(UTC)
     for name, s in scheduled.items():
         cid = ledger.campaign_id(name)
@@ -362,33 +400,6 @@ def run_scheduler(config_path: str) -> int:
                      name, _when(missed, s))
         log.info("%s: scheduled (%s, %s); next run %s", name, "live" if s.live else "not live: logs only",
                  OfficeHoursTrigger(s), _when(next_tick(now, s), s))
-
-    stopper: list[threading.Thread] = []
-
-    def stop(signum, frame):
-        if stopper:
-            return
-        log.info("stopping: the letters in flight are finished and recorded")
-        stop_ticks()
-        # From another thread: the handler may have interrupted the scheduler while it hands
-        # a job to its executor, and shutdown waits for that to finish (its lock) rather than
-        # pulling the executor away underneath it.
-        stopper.append(threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True))
-        stopper[0].start()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        scheduler.start()  # returns after shutdown
-        for thread in stopper:
-            thread.join()
-        _wait_for_ticks()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _SCHEDULER = None
-        lock.release()
-    log.info("scheduler stopped")
-    return 0
 
 
 def missed_tick(stored: dt.datetime | None, now: dt.datetime, s: Schedule, grace_s: int) -> dt.datetime | None:

@@ -337,3 +337,39 @@ def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return(project):
     assert second.log.count("would send") == 1
     assert grid.deliveries() == []
 
+
+
+def test_a_stop_asked_for_while_the_scheduler_is_setting_up_is_not_lost(project, monkeypatch):
+    """SIGTERM before the jobs are running: the scheduler still stops, at once, and frees its lock."""
+    import threading
+
+    from outreach import schedule
+
+    many_contacts(project, 10)
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST)
+        asked = threading.Event()
+        asked.set()
+        result = []
+        runner = threading.Thread(target=lambda: result.append(schedule._run_scheduler(str(project.config), asked)),
+                                  daemon=True)
+        runner.start()
+        runner.join(30)
+        assert result == [0], "the scheduler did not stop"
+        assert grid.deliveries() == []
+    assert campaign_letters(project) == []
+    ledger_of(project).lock("scheduler", "a second scheduler").acquire()  # the first one let go
+
+
+def test_sigterm_at_the_first_moment_stops_the_scheduler(project):
+    """Signalled as soon as it says anything, over and over: it always exits cleanly."""
+    many_contacts(project, 10)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST.replace("live = true", "live = false"))
+        for _ in range(3):
+            proc = start_scheduler(project)
+            wait_for(lambda: proc.lines, 30, "the scheduler's first line")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, proc.log
+        assert grid.deliveries() == []
