@@ -218,7 +218,12 @@ class Scheduler:
         self.proc.send_signal(sig)
 
     def wait(self, timeout: float = 60) -> int:
-        self.proc.wait(timeout=timeout)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # never leave a scheduler behind a failed test
+            self.proc.wait()
+            pytest.fail(f"the scheduler did not stop within {timeout:.0f} s; its log:\n{self.log}")
         self.reader.join(10)
         return self.proc.returncode
 
@@ -227,8 +232,22 @@ class Scheduler:
         return "", self.log
 
 
+_STARTED: list[Scheduler] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_scheduler_left_behind():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start_scheduler(project) -> Scheduler:
-    return Scheduler(project)
+    _STARTED.append(Scheduler(project))
+    return _STARTED[-1]
 
 
 def wait_for(condition, timeout: float, what: str):
