@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import secrets
 import shutil
@@ -29,6 +30,7 @@ class OutboxRun:
         self.final_dir = outbox_dir / campaign / self.run_id
         self.partial_dir = outbox_dir / campaign / f".{self.run_id}.partial"
         self.rows: list[list[str]] = []
+        self._manifest_parts: list[str] = []  # manifest lines already in CSV form (from workers)
         self._date = None
         self._dir_fd: int | None = None
 
@@ -72,11 +74,23 @@ class OutboxRun:
             os.close(self._dir_fd)
             self._dir_fd = None
 
+    def take_manifest(self) -> str:
+        """The manifest lines of the letters written so far, as CSV text; they are forgotten here
+        (a worker process hands them to the parent's `add_manifest`)."""
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer).writerows(self.rows)
+        self.rows = []
+        return buffer.getvalue()
+
+    def add_manifest(self, text: str) -> None:
+        self._manifest_parts.append(text)
+
     def publish(self) -> Path:
         self._close_dir()
         with open(self.partial_dir / "manifest.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(MANIFEST_COLUMNS)
+            f.write("".join(self._manifest_parts))
             w.writerows(self.rows)
         os.replace(self.partial_dir, self.final_dir)
         return self.final_dir

@@ -110,6 +110,25 @@ def test_header_guard_in_the_message_builder_itself():
                        to_email="a@b.example.org\nBcc: x@y.org", subject="s", text="t", html="h"))
 
 
+@pytest.mark.parametrize("before", [0, 1, 498, 499, 500, 997, 998, 1500])
+@pytest.mark.parametrize("length,long", [(997, False), (998, True), (2500, True)])
+def test_a_body_line_too_long_for_smtp_goes_quoted_printable(before, length, long):
+    """RFC 5322 caps a line at 998 characters: wherever such a line sits, the part is
+    quoted-printable and parses back to the same text; shorter lines go as they are."""
+    from outreach.message import Message, to_eml
+
+    text = "a" * before + "\n" + "b" * length + "\nend\n"
+    m = Message(letter_id="abc", campaign="c", from_name="", from_email="org@example.org", to_name="",
+                to_email="a@b.example.org", subject="s", text=text, html="<p>h</p>")
+    raw = to_eml(m)
+    assert max(map(len, raw.split(b"\n"))) < 998 or not long
+    part = next(p for p in email.message_from_bytes(raw, policy=email.policy.default).walk()
+                if p.get_content_type() == "text/plain")
+    long = long or before >= 998
+    assert part["Content-Transfer-Encoding"] == ("quoted-printable" if long else "7bit")
+    assert part.get_content() == text
+
+
 # -- preflight: nothing is written when any letter fails --------------------------------
 
 def broken_templates(tmp_path, file: str, content: str):
