@@ -5,11 +5,23 @@ one batch per tick, inside the sending window, until nothing is left to send.
 `outreach schedule run` does the same.
 """
 
+import signal
 import sys
 
-from outreach.cli import run
+
+def _stop(signum, frame):
+    # SIGTERM or Ctrl-C while the scheduler is not listening for them itself (starting
+    # up, or already stopped): nothing is in flight, so stopping is simply done.
+    print("scheduler.py: stopped", file=sys.stderr)
+    raise SystemExit(0)
+
 
 if __name__ == "__main__":
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+
+    from outreach.cli import run
+
     args = sys.argv[1:]
     config = []
     if args[:1] == ["--config"] and len(args) >= 2:

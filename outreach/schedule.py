@@ -18,9 +18,12 @@ import time
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED
 from apscheduler.triggers.base import BaseTrigger
 
 from outreach.config import Schedule
+from outreach.errors import one_line
 
 log = logging.getLogger("outreach.schedule")
 UTC = dt.timezone.utc
@@ -159,8 +162,9 @@ class OfficeHoursTrigger(BaseTrigger):
 # -- what a tick does ---------------------------------------------------------------------------------
 
 _STOPPING = threading.Event()
-_RUNNING: set = set()
+_RUNNING: set = set()        # the dispatchers of live ticks, to stop them
 _RUNNING_LOCK = threading.Lock()
+_TICKS = [0]                 # ticks running now, live or not (under _RUNNING_LOCK)
 _SCHEDULER = None
 
 
@@ -176,6 +180,8 @@ def run_tick(config_path: str, campaign: str) -> None:
     """One scheduled tick of `campaign`: send (or, not live, list) one batch. Called by APScheduler."""
     from outreach.errors import UserError
 
+    with _RUNNING_LOCK:
+        _TICKS[0] += 1
     try:
         _tick(config_path, campaign)
     except UserError as e:
@@ -185,6 +191,9 @@ def run_tick(config_path: str, campaign: str) -> None:
         log.error("%s: the tick failed (%s: %s); this is a bug: run with OUTREACH_DEBUG=1 for the details "
                   "and report it; the next tick tries again", campaign, type(e).__name__, e)
         log.debug("the failure in full", exc_info=True)
+    finally:
+        with _RUNNING_LOCK:
+            _TICKS[0] -= 1
 
 
 def _tick(config_path: str, campaign: str) -> None:
@@ -302,6 +311,42 @@ def _when(moment: dt.datetime | None, s: Schedule) -> str:
 
 # -- the long-running scheduler ------------------------------------------------------------------------
 
+class _StopFlag:
+    """Raised by SIGTERM / Ctrl-C. A plain attribute: a signal handler must not take a lock
+    (threading.Event.set does, and the main thread may be holding it when the signal lands)."""
+
+    def __init__(self):
+        self.raised = False
+
+    def raise_(self, signum=None, frame=None) -> None:
+        self.raised = True
+
+
+class _Scheduler(BackgroundScheduler):
+    """APScheduler's background scheduler, with two of its edges filed off."""
+
+    failure: Exception | None = None
+
+    def _process_jobs(self):
+        # After shutdown its loop makes one more pass, which would hand a due job to the
+        # executor that has just been shut down (a logged traceback, and the job's next
+        # run moved on unrun). Stopped means stopped.
+        with self._jobstores_lock:
+            if self.state == STATE_STOPPED:
+                return None
+            return super()._process_jobs()
+
+    def _main_loop(self):
+        # An error here (the job store's database, say) would end the thread silently and
+        # leave a process that holds the scheduler lock but never ticks again.
+        try:
+            super()._main_loop()
+        except Exception as e:  # noqa: BLE001 - reported, and the scheduler stops
+            self.failure = e
+            log.error("the scheduler cannot go on (%s: %s); stopping", type(e).__name__, one_line(str(e)))
+            log.debug("the failure in full", exc_info=True)
+
+
 def run_scheduler(config_path: str) -> int:
     """Run every scheduled campaign until SIGTERM / Ctrl-C; returns the exit code."""
     import signal
@@ -310,23 +355,21 @@ def run_scheduler(config_path: str) -> int:
     _setup_logging()
     # Listen for SIGTERM / Ctrl-C before anything else, so a stop asked for while the
     # campaigns are being set up is never lost; the handler only raises a flag.
-    stop_requested = threading.Event()
-    previous = {sig: signal.signal(sig, lambda signum, frame: stop_requested.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = _StopFlag()
+    previous = {sig: signal.signal(sig, stop.raise_) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run_scheduler(config_path, stop_requested)
+        return _run_scheduler(config_path, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _SCHEDULER = None
 
 
-def _run_scheduler(config_path: str, stop_requested: threading.Event) -> int:
+def _run_scheduler(config_path: str, stop: _StopFlag) -> int:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
 
     from outreach.config import load_config
-    from outreach.errors import UserError
+    from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
     from outreach.ledger import open_ledger
     from outreach.live import check_sender, transport_for
 
@@ -346,36 +389,42 @@ def _run_scheduler(config_path: str, stop_requested: threading.Event) -> int:
             log.warning("took over the scheduler lock from pid %s on %s, which is no longer running",
                         lock.took_over["pid"], lock.took_over["host"])
         _STOPPING.clear()
-        scheduler = BackgroundScheduler(
+        scheduler = _Scheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)},
             job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
         _SCHEDULER = scheduler
         # Started paused, so each job is in the job store before it is announced; ticks then
         # run in the scheduler's threads while this one waits for a stop.
         scheduler.start(paused=True)
-        _add_jobs(scheduler, cfg, ledger, scheduled)
-        if not stop_requested.is_set():
+        _add_jobs(scheduler, cfg, ledger, scheduled, stop)
+        if not stop.raised:
             scheduler.resume()
-            while not stop_requested.wait(0.5):
-                pass
+            while not stop.raised and scheduler.failure is None:
+                time.sleep(0.2)
         log.info("stopping: the letters in flight are finished and recorded")
         stop_ticks()
+        # No new tick, then every running one finished before APScheduler shuts down: a
+        # campaign's last tick removes its job, which needs the lock shutdown holds.
+        if scheduler.failure is None:
+            scheduler.pause()
+        _wait_for_ticks()
         if scheduler.running:
             scheduler.shutdown(wait=True)
-        _wait_for_ticks()
     finally:
         lock.release()
     log.info("scheduler stopped")
-    return 0
+    return EXIT_OK if scheduler.failure is None else EXIT_ATTENTION
 
 
-def _add_jobs(scheduler, cfg, ledger, scheduled: dict) -> None:
+def _add_jobs(scheduler, cfg, ledger, scheduled: dict, stop: _StopFlag) -> None:
     """One job per scheduled campaign that still has letters to send, a missed tick included."""
     from outreach.campaign import plan_campaign
     from outreach.state import campaign_state, set_ended
 
     now = dt.datetime.now(UTC)
     for name, s in scheduled.items():
+        if stop.raised:
+            return
         cid = ledger.campaign_id(name)
         ended = campaign_state(ledger, cid)["ended_at"]
         if ended and s.live:
@@ -444,7 +493,7 @@ def _wait_for_ticks(timeout: float = 600.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         with _RUNNING_LOCK:
-            if not _RUNNING:
+            if not _TICKS[0]:
                 return
         time.sleep(0.1)
 

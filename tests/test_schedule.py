@@ -195,12 +195,17 @@ live = true
 class Scheduler:
     """`python scheduler.py` as a subprocess, its log collected as it runs."""
 
-    def __init__(self, project):
+    def __init__(self, project, prelude: str = ""):
+        """`prelude`: Python run first in the same process (to slow a step down or break one)."""
         import threading
 
         env = {**os.environ, "SENDGRID_API_KEY": KEY}
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "scheduler.py"), "--config", str(project.config)],
-                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = [sys.executable, str(ROOT / "scheduler.py"), "--config", str(project.config)]
+        if prelude:
+            command = [sys.executable, "-c", f"{prelude}\nimport runpy, sys\nsys.argv = {command[1:]!r}\n"
+                                             f"runpy.run_path({command[1]!r}, run_name='__main__')"]
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
                                        daemon=True)
@@ -245,9 +250,15 @@ def _no_scheduler_left_behind():
             proc.wait()
 
 
-def start_scheduler(project) -> Scheduler:
-    _STARTED.append(Scheduler(project))
+def start_scheduler(project, prelude: str = "") -> Scheduler:
+    _STARTED.append(Scheduler(project, prelude))
     return _STARTED[-1]
+
+
+def stopped_cleanly(proc: Scheduler, timeout: float = 30) -> bool:
+    """Exit 0 within `timeout`, having said so, with no traceback in its log."""
+    code = proc.wait(timeout)
+    return code == 0 and "Traceback" not in proc.log and "stopped" in proc.log
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -328,56 +339,112 @@ def test_a_schedule_that_is_not_live_logs_and_records_nothing(project):
     assert campaign_letters(project) == []
 
 
-def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return(project):
-    """The job store says the next run was ten minutes ago: on restart it runs at once, once."""
+def store_next_run(project, when: dt.datetime | None = None) -> dt.datetime:
+    """The job store's next run of the campaign's job; with `when`, set it first."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
+    store = SQLAlchemyJobStore(engine=ledger_of(project).engine, tablename=JOBS_TABLE)
+    job = store.lookup_job("outreach:korea-exception")
+    if when is not None:
+        job.next_run_time = when
+        store.update_job(job)
+    return job.next_run_time
+
+
+def hourly_not_live() -> str:
+    """An hourly schedule, not live, whose window opened 20 minutes ago: no tick falls due
+    while a test runs (a window from midnight would tick at the top of every hour)."""
+    opened = dt.datetime.now(UTC) - dt.timedelta(minutes=20)
+    window = f"{opened:%H:%M}-24:00" if opened.date() == dt.datetime.now(UTC).date() else "00:00-24:00"
+    return (FAST.replace('every = "1s"', 'every = "1h"').replace("live = true", "live = false")
+            .replace('window = "00:00-24:00"', f'window = "{window}"'))
+
+
+def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return_once(project):
+    """The job store says the next run was ten minutes ago. A start stopped during its set-up
+    (made slow here) stops at once, cleanly, and leaves the missed tick alone; the next
+    start runs it at once, once."""
     many_contacts(project, 10)
-    hourly = FAST.replace('every = "1s"', 'every = "1h"').replace("live = true", "live = false")
     with MockGrid(api_key=KEY) as grid:
-        write_live_config(project, grid, extra=hourly)
+        write_live_config(project, grid, extra=hourly_not_live())
         first = start_scheduler(project)
         wait_for(lambda: "scheduled (" in first.log, 30, "the job to be stored")
         first.send_signal(signal.SIGTERM)
-        assert first.wait() == 0, first.log
+        assert stopped_cleanly(first), first.log
         assert "would send" not in first.log  # the next hourly tick is ahead
         # While it was down, a tick came and went.
-        ledger = ledger_of(project)
-        store = SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)
-        job = store.lookup_job("outreach:korea-exception")
-        job.next_run_time = dt.datetime.now(UTC) - dt.timedelta(minutes=10)
-        store.update_job(job)
-        second = start_scheduler(project)
-        wait_for(lambda: "would send" in second.log, 30, "the missed tick")
-        time.sleep(1.0)
+        missed = store_next_run(project, dt.datetime.now(UTC) - dt.timedelta(minutes=10))
+        slow = ("import sys, time, outreach.schedule as s\n_add = s._add_jobs\n"
+                "def slow(*a):\n    print('adding jobs', file=sys.stderr, flush=True)\n    time.sleep(1.5)\n"
+                "    return _add(*a)\ns._add_jobs = slow")
+        second = start_scheduler(project, prelude=slow)
+        wait_for(lambda: "adding jobs" in second.log, 30, "the set-up")
         second.send_signal(signal.SIGTERM)
-        assert second.wait() == 0, second.log
-    assert "was missed while the scheduler was down" in second.log
-    assert second.log.count("would send") == 1
-    assert grid.deliveries() == []
-
-
-
-def test_a_stop_asked_for_while_the_scheduler_is_setting_up_is_not_lost(project, monkeypatch):
-    """SIGTERM before the jobs are running: the scheduler still stops, at once, and frees its lock."""
-    import threading
-
-    from outreach import schedule
-
-    many_contacts(project, 10)
-    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
-    with MockGrid(api_key=KEY) as grid:
-        write_live_config(project, grid, extra=FAST)
-        asked = threading.Event()
-        asked.set()
-        result = []
-        runner = threading.Thread(target=lambda: result.append(schedule._run_scheduler(str(project.config), asked)),
-                                  daemon=True)
-        runner.start()
-        runner.join(30)
-        assert result == [0], "the scheduler did not stop"
+        assert stopped_cleanly(second, 10), second.log
+        assert "would send" not in second.log
+        assert store_next_run(project) == missed  # not moved on unrun
+        third = start_scheduler(project)
+        wait_for(lambda: "would send" in third.log, 30, "the missed tick")
+        time.sleep(1.0)
+        third.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(third), third.log
         assert grid.deliveries() == []
-    assert campaign_letters(project) == []
+    assert "was missed while the scheduler was down" in third.log
+    assert third.log.count("would send") == 1
+
+
+def test_sigterm_while_still_importing_stops_the_scheduler_cleanly(project):
+    """Before the scheduler listens for signals itself (its imports, made slow here): exit 0, one line."""
+    slow_import = ("import importlib.abc, sys, time\n"
+                   "class Slow(importlib.abc.MetaPathFinder):\n"
+                   "    def find_spec(self, name, path, target=None):\n"
+                   "        if name == 'outreach.cli':\n"
+                   "            print('importing', file=sys.stderr, flush=True)\n"
+                   "            time.sleep(1.5)\n"
+                   "sys.meta_path.insert(0, Slow())")
+    many_contacts(project, 10)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST.replace("live = true", "live = false"))
+        proc = start_scheduler(project, prelude=slow_import)
+        wait_for(lambda: "importing" in proc.log, 30, "the imports")
+        proc.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(proc), proc.log
+        assert "scheduler.py: stopped" in proc.log and "scheduled (" not in proc.log
+        assert grid.deliveries() == []
+
+
+def test_sigterm_while_the_last_batch_is_in_flight(project):
+    """The campaign's last tick finishes while the scheduler stops (it removes its own job):
+    the letters in flight are recorded, the campaign is finished, the scheduler exits."""
+    many_contacts(project, 4)
+    with MockGrid(api_key=KEY, latency=1.5) as grid:
+        write_live_config(project, grid, extra=FAST)
+        proc = start_scheduler(project)
+        wait_for(lambda: any(r.status == "sending" for r in campaign_letters(project)), 30, "letters in flight")
+        proc.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(proc), proc.log
+        assert "campaign finished" in proc.log
+        assert len(grid.deliveries()) == 4
+    assert {r.status for r in campaign_letters(project)} == {"accepted"}
+
+
+def test_a_job_store_failure_stops_the_scheduler_with_one_line(project):
+    """The scheduler's own database step fails (not a tick): it says so in one line, lets go of
+    its lock and exits 1, rather than living on without ever ticking again."""
+    many_contacts(project, 10)
+    broken = ("from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore as S\n"
+              "from sqlalchemy.exc import OperationalError\n"
+              "def update_job(self, job):\n"
+              "    raise OperationalError('UPDATE scheduler_jobs', {}, Exception('database is locked'))\n"
+              "S.update_job = update_job")
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST.replace("live = true", "live = false"))
+        proc = start_scheduler(project, prelude=broken)
+        assert proc.wait(30) == 1, proc.log
+        assert grid.deliveries() == []
+    assert "Traceback" not in proc.log
+    assert proc.log.count("the scheduler cannot go on (OperationalError") == 1, proc.log
+    assert "scheduler stopped" in proc.log
     ledger_of(project).lock("scheduler", "a second scheduler").acquire()  # the first one let go
 
 
@@ -390,5 +457,5 @@ def test_sigterm_at_the_first_moment_stops_the_scheduler(project):
             proc = start_scheduler(project)
             wait_for(lambda: proc.lines, 30, "the scheduler's first line")
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0, proc.log
+            assert stopped_cleanly(proc), proc.log
         assert grid.deliveries() == []
