@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gc
 import io
 import re
 from dataclasses import dataclass
@@ -166,6 +167,18 @@ def read_contacts(path: str | Path) -> ContactList:
     except csv.Error as e:
         raise UserError(f"{path}: line 1: cannot read the header: {e}") from None
     columns = _columns(path, header)
+    # Thousands of contacts and no reference cycles among them: the cyclic collector
+    # would run dozens of times over a growing heap here and find nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_rows(path, encoding, delimiter, notes, reader, columns)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read_rows(path: Path, encoding: str, delimiter: str, notes: list[str], reader, columns: "_Columns") -> ContactList:
     checker = _RowChecker(columns)
     contacts: list[Contact] = []
     problems: list[Problem] = []
