@@ -7,6 +7,7 @@ import functools
 import gc
 import io
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,13 +169,16 @@ def read_contacts(path: str | Path) -> ContactList:
         raise UserError(f"{path}: line 1: cannot read the header: {e}") from None
     columns = _columns(path, header)
     # Thousands of contacts and no reference cycles among them: the cyclic collector
-    # would run dozens of times over a growing heap here and find nothing.
-    collecting = gc.isenabled()
-    gc.disable()
+    # would run dozens of times over a growing heap here and find nothing. Paused only
+    # on the main thread: the switch is process-wide, and threads reading lists at once
+    # (the scheduler's ticks) could leave it off for good.
+    pause = gc.isenabled() and threading.current_thread() is threading.main_thread()
+    if pause:
+        gc.disable()
     try:
         return _read_rows(path, encoding, delimiter, notes, reader, columns)
     finally:
-        if collecting:
+        if pause:
             gc.enable()
 
 

@@ -36,7 +36,7 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
     if workers is None:
         workers = _default_workers(len(recipients))
     with OutboxRun(cfg.outbox_dir, plan.name) as run, Progress(len(recipients), "writing letters") as progress:
-        if workers > 1:
+        if workers > 1 and recipients:
             _write_parallel(plan, cfg, run, recipients, workers, progress)
         else:
             try:
@@ -62,26 +62,34 @@ def _default_workers(count: int) -> int:
     return max(1, min(cores, 8))
 
 
-def _write_range(plan: Plan, cfg, run: OutboxRun, recipients, start: int, stop: int, advance) -> None:
+def _write_range(plan: Plan, cfg, run: OutboxRun, recipients, start: int, stop: int, advance,
+                 abandon=None) -> None:
     """Write recipients[start:stop]; a failure is re-raised as _LetterFailed with its index.
+    `abandon(i)`, asked before each batch starting at i, ends the range early when true.
 
     Letters are rendered a few dozen at a time, then written: alternating Jinja with
-    file writes letter by letter keeps evicting each other's working set (~15% slower)."""
+    file writes letter by letter keeps evicting each other's working set (~15% slower).
+    A failure is still the first a letter-by-letter run would meet."""
     render, sender, name = plan.templates.render, cfg.sender, plan.name
     for first in range(start, stop, BATCH):
+        if abandon is not None and abandon(first):
+            return
         batch = range(first, min(first + BATCH, stop))
-        letters = []
+        letters, failed = [], None
         for i in batch:
             try:
                 letters.append(render(recipients[i]))
             except UserError as e:
-                raise _LetterFailed(i, e) from None
+                failed = _LetterFailed(i, e)
+                break
         for i, letter in zip(batch, letters):
             try:
                 run.write(message_for(letter, sender, name), recipients[i].bioguide_id)
             except UserError as e:
                 raise _LetterFailed(i, e) from None
             advance()
+        if failed is not None:
+            raise failed
 
 
 class _LetterFailed(Exception):
@@ -96,8 +104,13 @@ _JOB: dict = {}
 
 
 def _worker(start: int, stop: int) -> tuple[str, tuple[int, str] | None]:
-    """Write recipients[start:stop]; return their manifest lines, or the first failure (index, message)."""
-    plan, cfg, run, recipients, counter = (_JOB[k] for k in ("plan", "cfg", "run", "recipients", "counter"))
+    """Write recipients[start:stop]; return their manifest lines, or the first failure (index, message).
+
+    `stop_at` is shared by all workers: the lowest index that failed (or -1 once the run
+    is interrupted). Letters after it cannot be published, so no worker writes them; letters
+    before it still are, since one of them may fail first."""
+    plan, cfg, run, recipients, counter, stop_at = (
+        _JOB[k] for k in ("plan", "cfg", "run", "recipients", "counter", "stop_at"))
     run.rows = []
     done = 0
 
@@ -109,8 +122,10 @@ def _worker(start: int, stop: int) -> tuple[str, tuple[int, str] | None]:
                 counter.value += 50
 
     try:
-        _write_range(plan, cfg, run, recipients, start, stop, advance)
+        _write_range(plan, cfg, run, recipients, start, stop, advance, lambda i: i > stop_at.value)
     except _LetterFailed as failed:
+        with stop_at.get_lock():
+            stop_at.value = min(stop_at.value, failed.index)
         return "", (failed.index, str(failed.error))
     with counter.get_lock():
         counter.value += done % 50
@@ -124,24 +139,35 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
 
     ctx = multiprocessing.get_context("fork")
     counter = ctx.Value("i", 0)
-    _JOB.update(plan=plan, cfg=cfg, run=run, recipients=recipients, counter=counter)
+    stop_at = ctx.Value("q", len(recipients))
+    _JOB.update(plan=plan, cfg=cfg, run=run, recipients=recipients, counter=counter, stop_at=stop_at)
     # A few slices per worker, so one that runs slower (a busy core) is not waited for.
     size = max(PARALLEL_FROM // 4, -(-len(recipients) // (workers * 4)))
     bounds = [(i, min(i + size, len(recipients))) for i in range(0, len(recipients), size)]
     # While the workers run, the objects they share with this process are kept out of
     # the collector's sight: a collection (in a worker or here) writes to every object
     # it walks, which copies the whole shared heap page by page.
-    gc.freeze()
+    # (Unless the caller froze its own objects already: that is theirs to undo.)
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx) as pool:
-            futures = [pool.submit(_worker, a, b) for a, b in bounds]
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.1)
-                progress.advance(counter.value - progress.done)
+            try:
+                futures = [pool.submit(_worker, a, b) for a, b in bounds]
+                pending = set(futures)
+                while pending:
+                    _, pending = wait(pending, timeout=0.1)
+                    progress.advance(counter.value - progress.done)
+            except BaseException:  # Ctrl-C above all: the slices not yet written are dropped
+                with stop_at.get_lock():
+                    stop_at.value = -1
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             results = [f.result() for f in futures]
     finally:
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
         _JOB.clear()
     failures = [failure for _, failure in results if failure is not None]
     if failures:

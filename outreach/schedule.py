@@ -165,6 +165,7 @@ _STOPPING = threading.Event()
 _RUNNING: set = set()        # the dispatchers of live ticks, to stop them
 _RUNNING_LOCK = threading.Lock()
 _TICKS = [0]                 # ticks running now, live or not (under _RUNNING_LOCK)
+_DEFERRED: dict = {}         # campaign -> when its tick came due as the scheduler was stopping
 _SCHEDULER = None
 
 
@@ -203,6 +204,9 @@ def _tick(config_path: str, campaign: str) -> None:
     from outreach.state import campaign_state, sent_since, set_ended
 
     if _STOPPING.is_set():
+        # Due just as the scheduler stops: kept as missed, for the next start to run.
+        with _RUNNING_LOCK:
+            _DEFERRED.setdefault(campaign, dt.datetime.now(UTC))
         return
     cfg = load_config(config_path)
     if campaign not in cfg.campaigns or cfg.campaigns[campaign].schedule is None:
@@ -389,6 +393,7 @@ def _run_scheduler(config_path: str, stop: _StopFlag) -> int:
             log.warning("took over the scheduler lock from pid %s on %s, which is no longer running",
                         lock.took_over["pid"], lock.took_over["host"])
         _STOPPING.clear()
+        _DEFERRED.clear()
         scheduler = _Scheduler(
             jobstores={"default": SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)},
             job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
@@ -402,14 +407,17 @@ def _run_scheduler(config_path: str, stop: _StopFlag) -> int:
             while not stop.raised and scheduler.failure is None:
                 time.sleep(0.2)
         log.info("stopping: the letters in flight are finished and recorded")
-        stop_ticks()
-        # No new tick, then every running one finished before APScheduler shuts down: a
+        # No new tick (a pass handing out due ticks finishes first: it holds the job-store
+        # lock), then every running one finished before APScheduler shuts down: a
         # campaign's last tick removes its job, which needs the lock shutdown holds.
         if scheduler.failure is None:
-            scheduler.pause()
+            with scheduler._jobstores_lock:
+                scheduler.pause()
+        stop_ticks()
         _wait_for_ticks()
         if scheduler.running:
             scheduler.shutdown(wait=True)
+        _keep_deferred_ticks(ledger)
     finally:
         lock.release()
     log.info("scheduler stopped")
@@ -433,6 +441,7 @@ def _add_jobs(scheduler, cfg, ledger, scheduled: dict, stop: _StopFlag) -> None:
             known = ledger.known(cid)
             if counts["pending"] + counts["retry_wait"] == 0 and all(c.key in known for c in plan.recipients):
                 log.info("%s: finished earlier; nothing left to send", name)
+                _remove_job(name)  # a job a stop left behind would tick for nothing, forever
                 continue
             set_ended(ledger, cid, False)
         window = dt.datetime.combine(dt.date.today(), s.window[1]) - dt.datetime.combine(dt.date.today(), s.window[0])
@@ -489,13 +498,38 @@ def _remove_job(campaign: str) -> None:
             pass
 
 
-def _wait_for_ticks(timeout: float = 600.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _wait_for_ticks() -> None:
+    """Until no tick is running. No deadline: shutting down under a running tick can
+    deadlock (see above), and a tick's sends all have timeouts."""
+    next_note = time.monotonic() + 30
+    while True:
         with _RUNNING_LOCK:
-            if not _TICKS[0]:
-                return
+            running = _TICKS[0]
+        if not running:
+            return
+        if time.monotonic() >= next_note:
+            log.info("stopping: still finishing %d tick(s)", running)
+            next_note += 30
         time.sleep(0.1)
+
+
+def _keep_deferred_ticks(ledger) -> None:
+    """Ticks that came due while the scheduler stopped did nothing, yet APScheduler moved
+    their jobs on to the next run: put that run back, so the next start runs them as missed."""
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    with _RUNNING_LOCK:
+        deferred = dict(_DEFERRED)
+        _DEFERRED.clear()
+    if not deferred:
+        return
+    store = SQLAlchemyJobStore(engine=ledger.engine, tablename=JOBS_TABLE)
+    for campaign, due in deferred.items():
+        job = store.lookup_job(JOB_PREFIX + campaign)
+        if job is not None and job.next_run_time and job.next_run_time > due:
+            job.next_run_time = due
+            store.update_job(job)
+            log.info("%s: the tick due at %s was left for the next start", campaign, f"{due:%H:%M:%S} UTC")
 
 
 def _setup_logging() -> None:

@@ -183,6 +183,44 @@ def test_preflight_holds_in_a_large_parallel_run(shared, project, outreach, tmp_
     assert project.leftovers() == []
 
 
+def test_letters_rendered_in_batches_still_fail_in_letter_order():
+    """Rendering runs ahead of writing by a batch; the failure reported is still the first
+    a letter-by-letter run meets, and an abandoned range stops at a batch boundary."""
+    from types import SimpleNamespace
+
+    from outreach import dryrun
+    from outreach.errors import UserError
+
+    written = []
+
+    def render(contact):
+        i = contact.i
+        if i == 7:
+            raise UserError("render failed at 7")
+        return SimpleNamespace(letter_id=str(i), to_email=f"{i}@example.org", to_name="", subject="s",
+                               text="t", html="h")
+
+    class Run:
+        def write(self, message, bioguide_id):
+            if message.letter_id == "3":
+                raise UserError("disk full at 3")
+            written.append(message.letter_id)
+
+    plan = SimpleNamespace(templates=SimpleNamespace(render=render), name="c")
+    cfg = SimpleNamespace(sender=SimpleNamespace(name="", email="o@example.org", reply_to=None))
+    recipients = [SimpleNamespace(i=i, bioguide_id="") for i in range(200)]
+    with pytest.raises(dryrun._LetterFailed) as failed:
+        dryrun._write_range(plan, cfg, Run(), recipients, 0, 200, lambda: None)
+    assert failed.value.index == 3 and written == ["0", "1", "2"]
+    written.clear()
+    with pytest.raises(dryrun._LetterFailed) as failed:
+        dryrun._write_range(plan, cfg, Run(), recipients, 4, 200, lambda: None)
+    assert failed.value.index == 7 and written == ["4", "5", "6"]
+    written.clear()
+    dryrun._write_range(plan, cfg, Run(), recipients, 8, 200, lambda: None, abandon=lambda i: i >= 8 + dryrun.BATCH)
+    assert written == [str(i) for i in range(8, 8 + dryrun.BATCH)]
+
+
 def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, project, outreach, monkeypatch):
     contacts = shared / "congress" / "contacts-congress.csv"
     monkeypatch.setenv("OUTREACH_WORKERS", "1")
@@ -209,8 +247,11 @@ def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, proj
     ('include = ["S001198", "adam.smith@house.example.org"]', 2),
     ('chamber = "senate"\nexclude = ["K000384"]', 5),
     ('committees = ["SSAS"]\ninclude = ["N000147"]', 5),
+    ('states = ["WY"]', 0),
 ])
-def test_audience_filters(project, outreach, audience, expected):
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_audience_filters(project, outreach, monkeypatch, audience, expected, workers):
+    monkeypatch.setenv("OUTREACH_WORKERS", workers)
     project.write_config(extra=f"[campaigns.korea-exception.audience]\n{audience}\n")
     r = outreach("--config", project.config, "send")
     assert f"audience: {expected} recipients" in r.out, r.out + r.err

@@ -339,12 +339,14 @@ def test_a_schedule_that_is_not_live_logs_and_records_nothing(project):
     assert campaign_letters(project) == []
 
 
-def store_next_run(project, when: dt.datetime | None = None) -> dt.datetime:
-    """The job store's next run of the campaign's job; with `when`, set it first."""
+def store_next_run(project, when: dt.datetime | None = None) -> dt.datetime | None:
+    """The job store's next run of the campaign's job (None: no job); with `when`, set it first."""
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
     store = SQLAlchemyJobStore(engine=ledger_of(project).engine, tablename=JOBS_TABLE)
     job = store.lookup_job("outreach:korea-exception")
+    if job is None:
+        return None
     if when is not None:
         job.next_run_time = when
         store.update_job(job)
@@ -360,6 +362,24 @@ def hourly_not_live() -> str:
             .replace('window = "00:00-24:00"', f'window = "{window}"'))
 
 
+def slowed(function: str, note: str) -> str:
+    """A prelude that makes outreach.schedule.`function` print `note` and wait 1.5 s before it runs."""
+    return (f"import sys, time, outreach.schedule as s\n_f = s.{function}\n"
+            f"def slow(*a):\n    print({note!r}, file=sys.stderr, flush=True)\n    time.sleep(1.5)\n"
+            f"    return _f(*a)\ns.{function} = slow")
+
+
+def store_a_missed_tick(project) -> dt.datetime:
+    """Start and stop the (hourly, not live) scheduler so its job is stored, then make it
+    look as if a tick came and went while it was down; returns that tick's time."""
+    first = start_scheduler(project)
+    wait_for(lambda: "scheduled (" in first.log, 30, "the job to be stored")
+    first.send_signal(signal.SIGTERM)
+    assert stopped_cleanly(first), first.log
+    assert "would send" not in first.log  # the next hourly tick is ahead
+    return store_next_run(project, dt.datetime.now(UTC) - dt.timedelta(minutes=10))
+
+
 def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return_once(project):
     """The job store says the next run was ten minutes ago. A start stopped during its set-up
     (made slow here) stops at once, cleanly, and leaves the missed tick alone; the next
@@ -367,17 +387,8 @@ def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return_once(project)
     many_contacts(project, 10)
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid, extra=hourly_not_live())
-        first = start_scheduler(project)
-        wait_for(lambda: "scheduled (" in first.log, 30, "the job to be stored")
-        first.send_signal(signal.SIGTERM)
-        assert stopped_cleanly(first), first.log
-        assert "would send" not in first.log  # the next hourly tick is ahead
-        # While it was down, a tick came and went.
-        missed = store_next_run(project, dt.datetime.now(UTC) - dt.timedelta(minutes=10))
-        slow = ("import sys, time, outreach.schedule as s\n_add = s._add_jobs\n"
-                "def slow(*a):\n    print('adding jobs', file=sys.stderr, flush=True)\n    time.sleep(1.5)\n"
-                "    return _add(*a)\ns._add_jobs = slow")
-        second = start_scheduler(project, prelude=slow)
+        missed = store_a_missed_tick(project)
+        second = start_scheduler(project, prelude=slowed("_add_jobs", "adding jobs"))
         wait_for(lambda: "adding jobs" in second.log, 30, "the set-up")
         second.send_signal(signal.SIGTERM)
         assert stopped_cleanly(second, 10), second.log
@@ -459,3 +470,48 @@ def test_sigterm_at_the_first_moment_stops_the_scheduler(project):
             proc.send_signal(signal.SIGTERM)
             assert stopped_cleanly(proc), proc.log
         assert grid.deliveries() == []
+
+
+def test_a_tick_due_as_the_scheduler_stops_is_kept_for_the_next_start(project):
+    """A tick handed out just before SIGTERM (its thread slow to start, here) does nothing,
+    and APScheduler has already moved its job on by an hour: the stop puts the run back,
+    so the next start runs it as missed instead of skipping a batch."""
+    many_contacts(project, 10)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=hourly_not_live())
+        store_a_missed_tick(project)
+        second = start_scheduler(project, prelude=slowed("run_tick", "tick handed out"))
+        wait_for(lambda: "tick handed out" in second.log, 30, "the missed tick handed out")
+        second.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(second), second.log
+        assert "would send" not in second.log
+        assert "was left for the next start" in second.log
+        assert store_next_run(project) <= dt.datetime.now(UTC)
+        third = start_scheduler(project)
+        wait_for(lambda: "would send" in third.log, 30, "the kept tick")
+        third.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(third), third.log
+        assert grid.deliveries() == []
+    assert "was missed while the scheduler was down; running it now" in third.log
+
+
+def test_a_finished_campaigns_leftover_job_is_removed_on_start(project):
+    """A stop between 'campaign finished' and the removal of its job leaves the job stored;
+    the next start sees the campaign finished and removes it, rather than ticking for nothing."""
+    no_removal = "import outreach.schedule as s\ns._remove_job = lambda campaign: None"
+    many_contacts(project, 4)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=FAST)
+        first = start_scheduler(project, prelude=no_removal)
+        wait_for(lambda: "campaign finished" in first.log, 30, "the campaign to finish")
+        first.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(first), first.log
+        assert store_next_run(project) is not None  # left behind
+        second = start_scheduler(project)
+        wait_for(lambda: "finished earlier" in second.log, 30, "the start")
+        time.sleep(2.5)
+        second.send_signal(signal.SIGTERM)
+        assert stopped_cleanly(second), second.log
+        assert len(grid.deliveries()) == 4
+    assert "sent 0" not in second.log
+    assert store_next_run(project) is None
