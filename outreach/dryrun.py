@@ -10,6 +10,7 @@ limit otherwise.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
     recipients = plan.recipients[:limit] if limit is not None else plan.recipients
     if workers is None:
         workers = _default_workers(len(recipients))
-    with OutboxRun(cfg.outbox_dir, plan.name) as run, Progress(len(recipients), "writing letters") as progress:
+    with _sigterm_interrupts(), OutboxRun(cfg.outbox_dir, plan.name) as run, \
+            Progress(len(recipients), "writing letters") as progress:
         if workers > 1 and recipients:
             _write_parallel(plan, cfg, run, recipients, workers, progress)
         else:
@@ -45,6 +47,34 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
                 raise failed.error from None
         folder = run.publish()
     return DryRunResult(folder, len(recipients), workers)
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM stops a dry run the way Ctrl-C does: the hidden run folder is removed,
+    rather than left behind by a process killed outright."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_start() -> None:
+    # A worker told to stop just stops; the parent, interrupted, removes the run folder.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _default_workers(count: int) -> int:
@@ -152,7 +182,8 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
     if freezing:
         gc.freeze()
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx,
+                                 initializer=_worker_start) as pool:
             try:
                 futures = [pool.submit(_worker, a, b) for a, b in bounds]
                 pending = set(futures)

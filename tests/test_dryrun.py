@@ -5,7 +5,12 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -232,6 +237,36 @@ def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, proj
     for row in manifest(one):
         a, b = (one / row["file"]).read_bytes(), (three / row["file"]).read_bytes()
         assert a.split(b"\n\n", 1)[1] == b.split(b"\n\n", 1)[1]
+
+
+@pytest.mark.parametrize("whom", ["the process", "its process group"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
+    """Stopped while its workers write (by a service manager, or Ctrl-C): one line, no
+    traceback, and no hidden half-written run folder left in the outbox."""
+    from test_crash import many_contacts
+
+    many_contacts(project, 20000)
+    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "send"],
+                            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OUTREACH_WORKERS": "2"})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            partial = [p for p in project.leftovers() if p.name.endswith(".partial")]
+            if partial and sum(1 for _ in partial[0].iterdir()) > 300:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the dry run never got going")
+        os.killpg(proc.pid, sig) if whom == "its process group" else proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert "aborted; nothing more was done" in err and "Traceback" not in err
+    assert project.leftovers() == []
 
 
 # -- audience, campaign choice, skipped rows -----------------------------------------------
