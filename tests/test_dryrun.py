@@ -262,8 +262,11 @@ def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
         os.killpg(proc.pid, sig) if whom == "its process group" else proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of the run still alive, workers included
+        except ProcessLookupError:
+            pass
+        proc.wait()
     assert proc.returncode == 1, err
     assert "aborted; nothing more was done" in err and "Traceback" not in err
     assert project.leftovers() == []
