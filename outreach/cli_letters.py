@@ -230,9 +230,9 @@ def _send_live(cfg, campaign, contacts_file, limit, yes) -> int:
 
 def _retry_failed(cfg, campaign, live, yes, limit) -> int:
     """Letters that never reached the office, sent again: never one that was delivered."""
+    from outreach.campaign import plan_campaign
     from outreach.dispatch import Dispatcher
     from outreach.ledger import open_ledger
-    from outreach.campaign import plan_campaign
     from outreach.live import check_sender, message_factory, transport_for
     from outreach.progress import Progress
 

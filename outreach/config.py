@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -521,8 +522,6 @@ class Config:
     @property
     def database_missing(self) -> bool:
         """True when the ledger is an SQLite file not yet created (or in memory): nothing to read."""
-        import os
-
         url = self.database_url
         return url.startswith("sqlite") and not ((path := sqlite_file(url)) and os.path.exists(path))
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import functools
-import gc
 import io
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,21 +166,6 @@ def read_contacts(path: str | Path) -> ContactList:
     except csv.Error as e:
         raise UserError(f"{path}: line 1: cannot read the header: {e}") from None
     columns = _columns(path, header)
-    # Thousands of contacts and no reference cycles among them: the cyclic collector
-    # would run dozens of times over a growing heap here and find nothing. Paused only
-    # on the main thread: the switch is process-wide, and threads reading lists at once
-    # (the scheduler's ticks) could leave it off for good.
-    pause = gc.isenabled() and threading.current_thread() is threading.main_thread()
-    if pause:
-        gc.disable()
-    try:
-        return _read_rows(path, encoding, delimiter, notes, reader, columns)
-    finally:
-        if pause:
-            gc.enable()
-
-
-def _read_rows(path: Path, encoding: str, delimiter: str, notes: list[str], reader, columns: "_Columns") -> ContactList:
     checker = _RowChecker(columns)
     contacts: list[Contact] = []
     problems: list[Problem] = []

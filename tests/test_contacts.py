@@ -243,21 +243,3 @@ def test_a_surname_is_guessed_only_when_unambiguous(tmp_path, full_name, surname
     else:
         assert result.contacts[0].last_name == surname
 
-
-def test_reading_lists_on_many_threads_leaves_the_garbage_collector_on():
-    """The scheduler reads contact lists from several threads at once; the pause of the
-    cyclic collector while reading must never leave it switched off for the process."""
-    import gc
-    import threading
-
-    def read_many():
-        for _ in range(40):
-            read_contacts(ROOT / "contacts" / "sample.csv")
-
-    threads = [threading.Thread(target=read_many) for _ in range(6)]
-    for t in threads:
-        t.start()
-    read_many()  # and the main thread too
-    for t in threads:
-        t.join()
-    assert gc.isenabled()
