@@ -213,16 +213,17 @@ def test_letters_rendered_in_batches_still_fail_in_letter_order():
 
     plan = SimpleNamespace(templates=SimpleNamespace(render=render), name="c")
     cfg = SimpleNamespace(sender=SimpleNamespace(name="", email="o@example.org", reply_to=None))
-    recipients = [SimpleNamespace(i=i, bioguide_id="") for i in range(200)]
+    n = 3 * dryrun.BATCH
+    recipients = [SimpleNamespace(i=i, bioguide_id="") for i in range(n)]
     with pytest.raises(dryrun._LetterFailed) as failed:
-        dryrun._write_range(plan, cfg, Run(), recipients, 0, 200, lambda: None)
+        dryrun._write_range(plan, cfg, Run(), recipients, 0, n, lambda: None)
     assert failed.value.index == 3 and written == ["0", "1", "2"]
     written.clear()
     with pytest.raises(dryrun._LetterFailed) as failed:
-        dryrun._write_range(plan, cfg, Run(), recipients, 4, 200, lambda: None)
+        dryrun._write_range(plan, cfg, Run(), recipients, 4, n, lambda: None)
     assert failed.value.index == 7 and written == ["4", "5", "6"]
     written.clear()
-    dryrun._write_range(plan, cfg, Run(), recipients, 8, 200, lambda: None, abandon=lambda i: i >= 8 + dryrun.BATCH)
+    dryrun._write_range(plan, cfg, Run(), recipients, 8, n, lambda: None, abandon=lambda i: i >= 8 + dryrun.BATCH)
     assert written == [str(i) for i in range(8, 8 + dryrun.BATCH)]
 
 
