@@ -182,22 +182,20 @@ def read_contacts(path: str | Path) -> ContactList:
             rows += 1
             problems.append(Problem(line, "", "", f"cannot read this row: {e}"))
             continue
-        if not any(c.strip() for c in cells):
+        if not (cells and cells[0].strip()) and not any(c.strip() for c in cells):
             continue
         rows += 1
         contact, row_problems = checker.check(line, cells)
         if contact is not None:
-            first = seen.get(contact.key)
-            if first is not None:
-                row_problems.append(Problem(line, columns.display("email"), contact.email,
-                                            f"duplicate recipient: same email as line {first}; "
-                                            "the first is kept"))
-                contact = None
-            else:
-                seen[contact.key] = line
+            key = contact.key
+            first = seen.get(key)
+            if first is None:
+                seen[key] = line
+                contacts.append(contact)
+                continue
+            row_problems.append(Problem(line, columns.display("email"), contact.email,
+                                        f"duplicate recipient: same email as line {first}; the first is kept"))
         problems.extend(row_problems)
-        if contact is not None:
-            contacts.append(contact)
     return ContactList(path, encoding, "tab" if delimiter == "\t" else delimiter, rows,
                        contacts, problems, notes)
 
@@ -264,7 +262,8 @@ class _RowChecker:
                 values[name] = ""
         for name in self.single_line:
             v = values[name]
-            if "  " in v or "\n" in v or "\r" in v or "\t" in v:
+            # isprintable() is false for any CR, LF or tab: one test for the common clean cell.
+            if ("  " in v or not v.isprintable()) and ("  " in v or "\n" in v or "\r" in v or "\t" in v):
                 values[name] = " ".join(v.split())
 
         email_raw = values.get("email", "")
@@ -282,32 +281,20 @@ class _RowChecker:
             bad("full_name" if "full_name" in cols.index else "last_name", full_name or last,
                 "missing name: fill full_name, or first_name and last_name")
 
-        chamber_raw = values.get("chamber", "")
-        chamber = normalise_chamber(chamber_raw) if chamber_raw else None
-        if not chamber_raw:
-            bad("chamber", "", "missing: senate or house")
-        elif chamber is None:
-            bad("chamber", chamber_raw, "not a chamber: use senate or house (sen and rep work too)")
-
-        state_raw = values.get("state", "")
-        state = normalise_state(state_raw) if state_raw else None
-        if not state_raw:
-            bad("state", "", "missing: a two-letter state or territory code")
-        elif state is None:
-            bad("state", state_raw, "not a U.S. state or territory code (50 states, DC, AS, GU, MP, PR, VI)")
-
-        district = self._district(values, chamber, state, bad)
+        # Chamber, state and district are checked together, once per distinct seat.
+        chamber, state, district, seat_problems = _seat(
+            values.get("chamber", ""), values.get("state", ""), values.get("district", ""))
+        for problem in seat_problems:
+            bad(*problem)
 
         bioguide = values.get("bioguide_id", "").upper()
         if bioguide and not BIOGUIDE.match(bioguide):
             bad("bioguide_id", values["bioguide_id"], "not a bioguide id (a letter and six digits, e.g. S001198)")
 
-        committees = _committee_codes(values.get("committees", ""))
-        for code in committees:
-            if not _is_committee(code):
-                bad("committees", values["committees"],
-                    f"{code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
-                break
+        committees, wrong_code = _committees(values.get("committees", ""))
+        if wrong_code is not None:
+            bad("committees", values["committees"],
+                f"{wrong_code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
 
         if not last and full_name:
             last = _last_name(full_name)
@@ -323,51 +310,71 @@ class _RowChecker:
             fields=values,
         ), problems
 
-    @staticmethod
-    def _district(values, chamber, state, bad) -> int | None:
-        raw = values.get("district", "")
-        if chamber == "senate":
-            if state in TERRITORIES:
-                bad("chamber", values.get("chamber", ""),
-                    f"{state} ({ALL_CODES[state]}) has no senators; its member sits in the House")
-            elif raw:
-                bad("district", raw, "a senator has no district: leave it empty, or check the chamber")
+
+@functools.lru_cache(maxsize=4096)
+def _seat(chamber_raw: str, state_raw: str, raw: str) -> tuple[str | None, str | None, int | None,
+                                                               tuple[tuple[str, str, str], ...]]:
+    """(chamber, state, district, problems as (column, value, reason)) for one row's three cells."""
+    problems: list[tuple[str, str, str]] = []
+
+    def bad(name: str, value: str, reason: str) -> None:
+        problems.append((name, value, reason))
+
+    chamber = normalise_chamber(chamber_raw) if chamber_raw else None
+    if not chamber_raw:
+        bad("chamber", "", "missing: senate or house")
+    elif chamber is None:
+        bad("chamber", chamber_raw, "not a chamber: use senate or house (sen and rep work too)")
+
+    state = normalise_state(state_raw) if state_raw else None
+    if not state_raw:
+        bad("state", "", "missing: a two-letter state or territory code")
+    elif state is None:
+        bad("state", state_raw, "not a U.S. state or territory code (50 states, DC, AS, GU, MP, PR, VI)")
+
+    district = _district(raw, chamber_raw, chamber, state, bad)
+    return chamber, state, district, tuple(problems)
+
+
+def _district(raw: str, chamber_raw: str, chamber: str | None, state: str | None, bad) -> int | None:
+    if chamber == "senate":
+        if state in TERRITORIES:
+            bad("chamber", chamber_raw, f"{state} ({ALL_CODES[state]}) has no senators; its member sits in the House")
+        elif raw:
+            bad("district", raw, "a senator has no district: leave it empty, or check the chamber")
+        return None
+    if chamber != "house" or state is None:
+        return None
+    if not raw:
+        bad("district", "", "missing for a House member: a number, or 0 / AL for at large")
+        return None
+    if raw.upper() in ("AL", "AT-LARGE", "AT LARGE", "0", "00"):
+        if HOUSE_SEATS[state] > 1:
+            bad("district", raw, f"{state} has {HOUSE_SEATS[state]} districts, none elected at large: "
+                                 "use the district's number")
             return None
-        if chamber != "house" or state is None:
-            return None
-        if not raw:
-            bad("district", "", "missing for a House member: a number, or 0 / AL for at large")
-            return None
-        if raw.upper() in ("AL", "AT-LARGE", "AT LARGE", "0", "00"):
-            if HOUSE_SEATS[state] > 1:
-                bad("district", raw, f"{state} has {HOUSE_SEATS[state]} districts, none elected at large: "
-                                     "use the district's number")
-                return None
-            return 0
-        if not raw.isdigit():
-            bad("district", raw, "not a district: a number, or 0 / AL for at large")
-            return None
-        number = int(raw)
-        seats = HOUSE_SEATS[state]
-        if seats == 1:
-            kind = ("Delegate" if state in DELEGATE_SEATS else
-                    "Resident Commissioner" if state in RESIDENT_COMMISSIONER_SEATS else "Representative")
-            bad("district", raw, f"{state} elects its {kind} at large: use 0 or AL")
-            return None
-        if number > seats:
-            bad("district", raw, f"{state} has {seats} districts")
-            return None
-        return number
+        return 0
+    if not raw.isdigit():
+        bad("district", raw, "not a district: a number, or 0 / AL for at large")
+        return None
+    number = int(raw)
+    seats = HOUSE_SEATS[state]
+    if seats == 1:
+        kind = ("Delegate" if state in DELEGATE_SEATS else
+                "Resident Commissioner" if state in RESIDENT_COMMISSIONER_SEATS else "Representative")
+        bad("district", raw, f"{state} elects its {kind} at large: use 0 or AL")
+        return None
+    if number > seats:
+        bad("district", raw, f"{state} has {seats} districts")
+        return None
+    return number
 
 
 @functools.lru_cache(maxsize=4096)
-def _committee_codes(cell: str) -> tuple[str, ...]:
-    return tuple(c.strip().upper() for c in re.split(r"[;,]", cell) if c.strip())
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_committee(code: str) -> bool:
-    return bool(COMMITTEE.match(code))
+def _committees(cell: str) -> tuple[tuple[str, ...], str | None]:
+    """(the cell's committee codes, the first code that is not one or None)."""
+    codes = tuple(c.strip().upper() for c in re.split(r"[;,]", cell) if c.strip())
+    return codes, next((code for code in codes if not COMMITTEE.match(code)), None)
 
 
 _SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}
