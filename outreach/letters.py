@@ -72,6 +72,8 @@ class TemplateSet:
         import jinja2
         import jinja2.meta
 
+        from outreach.template_cache import bytecode_cache
+
         self.folder = folder
         self.campaign = campaign
         self.sender = sender
@@ -87,8 +89,9 @@ class TemplateSet:
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=False)
         # Escaping follows the entry point, not the file name, so one partial can
         # serve both letters and be escaped exactly when it lands in HTML.
-        self._text_env = jinja2.Environment(autoescape=False, **common)
-        self._html_env = jinja2.Environment(autoescape=True, **common)
+        self._text_env, self._html_env = (
+            jinja2.Environment(bytecode_cache=bytecode_cache(settings), **settings)
+            for settings in (dict(common, autoescape=False), dict(common, autoescape=True)))
         for env in (self._text_env, self._html_env):
             env.filters["wrap"] = wrap
         with self._template_errors(None):
