@@ -10,12 +10,14 @@ limit otherwise.
 from __future__ import annotations
 
 import os
+import signal
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from outreach.campaign import Plan
-from outreach.errors import UserError
+from outreach.errors import EXIT_ATTENTION, UserError
 from outreach.message import message_for
 from outreach.outbox import OutboxRun
 from outreach.progress import Progress
@@ -53,7 +55,6 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
 def _sigterm_interrupts():
     """SIGTERM stops a dry run the way Ctrl-C does: the hidden run folder is removed,
     rather than left behind by a process killed outright."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -70,18 +71,9 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _worker_start() -> None:
-    # A worker told to stop just stops; the parent, interrupted, removes the run folder.
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _default_workers(count: int) -> int:
     """One process per core for large runs; OUTREACH_WORKERS overrides (1 = no extra processes)."""
-    import multiprocessing
-
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if not hasattr(os, "fork"):
         return 1
     wanted = os.environ.get("OUTREACH_WORKERS", "")
     if wanted.isdigit() and int(wanted) > 0:
@@ -130,51 +122,33 @@ class _LetterFailed(Exception):
         self.error = error
 
 
-# What forked workers inherit: set just before the pool starts, never pickled.
-_JOB: dict = {}
-
-
-def _worker(start: int, stop: int) -> tuple[str, tuple[int, str] | None]:
-    """Write recipients[start:stop]; return their manifest lines, or the first failure (index, message).
-
-    `stop_at` is shared by all workers: the lowest index that failed (or -1 once the run
-    is interrupted). Letters after it cannot be published, so no worker writes them; letters
-    before it still are, since one of them may fail first."""
-    plan, cfg, run, recipients, counter, stop_at = (
-        _JOB[k] for k in ("plan", "cfg", "run", "recipients", "counter", "stop_at"))
-    run.rows = []
-    done = 0
-
-    def advance() -> None:
-        nonlocal done
-        done += 1
-        if done % 50 == 0:
-            with counter.get_lock():
-                counter.value += 50
-
-    try:
-        _write_range(plan, cfg, run, recipients, start, stop, advance, lambda i: i > stop_at.value)
-    except _LetterFailed as failed:
-        with stop_at.get_lock():
-            stop_at.value = min(stop_at.value, failed.index)
-        return "", (failed.index, str(failed.error))
-    with counter.get_lock():
-        counter.value += done % 50
-    return run.take_manifest(), None
-
-
 def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, progress: Progress) -> None:
-    import gc
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, wait
+    """Write the letters with `workers` forked processes; the first failure in letter order is raised.
 
-    ctx = multiprocessing.get_context("fork")
-    counter = ctx.Value("i", 0)
-    stop_at = ctx.Value("q", len(recipients))
-    _JOB.update(plan=plan, cfg=cfg, run=run, recipients=recipients, counter=counter, stop_at=stop_at)
-    # A few slices per worker, so one that runs slower (a busy core) is not waited for.
-    size = max(PARALLEL_FROM // 4, -(-len(recipients) // (workers * 4)))
-    bounds = [(i, min(i + size, len(recipients))) for i in range(0, len(recipients), size)]
+    Plain fork(): the workers inherit the plan, the recipients and the open run folder,
+    so nothing but a few numbers and the manifest lines crosses between processes
+    (multiprocessing's pool would cost ~12 ms of imports and start-up for no more).
+    - Work: slice numbers sit in a pipe; a worker takes one with a 4-byte read, which
+      the kernel makes atomic, so each slice goes to exactly one worker.
+    - Shared memory (an anonymous mapping survives fork): the lowest letter index that
+      failed (-1 once the run is interrupted), and each worker's count for the progress.
+    - Results: each worker sends its slices' manifest lines or first failure on a pipe
+      of its own, and always ends with os._exit, never running this process's clean-up.
+    """
+    import gc
+    import mmap
+    import select
+
+    count = len(recipients)
+    bounds = _slices(count, workers)
+    workers = min(workers, len(bounds))
+    shared = mmap.mmap(-1, _SLOT * (1 + workers))
+    _STOP.pack_into(shared, 0, count)
+    take, give = os.pipe()
+    os.write(give, b"".join(_SLICE.pack(i) for i in range(len(bounds))))  # a few dozen bytes: never blocks
+    os.close(give)
+    children: list[int] = []
+    readers: dict[int, bytearray] = {}  # each worker's result pipe, and what came through it
     # While the workers run, the objects they share with this process are kept out of
     # the collector's sight: a collection (in a worker or here) writes to every object
     # it walks, which copies the whole shared heap page by page.
@@ -183,28 +157,168 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
     if freezing:
         gc.freeze()
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx,
-                                 initializer=_worker_start) as pool:
+        for k in range(workers):
+            out, into = os.pipe()
+            # No signal between fork() and noting the worker down: one that is not
+            # noted down would not be stopped with the others.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
             try:
-                futures = [pool.submit(_worker, a, b) for a, b in bounds]
-                pending = set(futures)
-                while pending:
-                    _, pending = wait(pending, timeout=0.1)
-                    progress.advance(counter.value - progress.done)
-            except BaseException:  # Ctrl-C above all: the slices not yet written are dropped
-                with stop_at.get_lock():
-                    stop_at.value = -1
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            results = [f.result() for f in futures]
+                pid = os.fork()
+                if pid == 0:  # the worker: never returns
+                    os.close(out)
+                    _worker(k, plan, cfg, run, recipients, bounds, take, into, shared, blocked)
+                children.append(pid)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(into)
+            readers[out] = bytearray()
+        open_readers = set(readers)
+        while open_readers:
+            ready, _, _ = select.select(list(open_readers), [], [], 0.1)
+            for fd in ready:
+                chunk = os.read(fd, 1 << 16)
+                if chunk:
+                    readers[fd] += chunk
+                else:
+                    open_readers.discard(fd)
+            progress.advance(sum(_COUNT.unpack_from(shared, _SLOT * (1 + k))[0] for k in range(workers))
+                             - progress.done)
+        stopped = _reap(children)
+    except BaseException:  # Ctrl-C above all: the workers stop, the caller removes the run folder
+        _STOP.pack_into(shared, 0, -1)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        _reap(children)
+        raise
     finally:
         if freezing:
             gc.unfreeze()
-        _JOB.clear()
-    failures = [failure for _, failure in results if failure is not None]
+        os.close(take)
+        for fd in readers:
+            os.close(fd)
+        shared.close()
+    records = [record for buffer in readers.values() for record in _records(buffer)]
+    crashes = [problem for _, kind, problem in records if kind == "crash"]
+    if crashes:  # outside any one letter (out of memory or file handles, say); it then exits 1
+        raise UserError(f"a dry-run worker failed: {crashes[0]}; nothing was published", exit_code=EXIT_ATTENTION)
+    if stopped:
+        raise UserError(f"a dry-run worker process stopped unexpectedly ({stopped}); nothing was published",
+                        exit_code=EXIT_ATTENTION)
+    failures = [problem for _, kind, problem in records if kind == "failed"]
     if failures:
         # Report the failure a sequential run would have met first.
         raise UserError(min(failures)[1])
-    for manifest, _ in results:
-        run.add_manifest(manifest)
-    progress.advance(len(recipients) - progress.done)
+    done = {number: manifest for number, kind, manifest in records if kind == "written"}
+    if len(done) != len(bounds):
+        raise RuntimeError(f"the dry-run workers wrote {len(done)} of {len(bounds)} slices")
+    for number in range(len(bounds)):
+        run.add_manifest(done[number])
+    progress.advance(count - progress.done)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SLOT = 8
+_STOP = struct.Struct("q")
+_COUNT = struct.Struct("q")
+_SLICE = struct.Struct("I")
+_LENGTH = struct.Struct("Q")
+
+
+def _slices(count: int, workers: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering 0..count in order: a few per worker, so one that runs
+    slower (a busy core) is not waited for."""
+    size = max(PARALLEL_FROM // 4, -(-count // (workers * 4)))
+    return [(i, min(i + size, count)) for i in range(0, count, size)]
+
+
+def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: int, into: int, shared,
+            mask) -> None:
+    """A forked worker: take slices until none is left, send what each gave, then exit.
+
+    Letters after a known failure cannot be published, so no worker writes them; letters
+    before it still are, since one of them may fail first."""
+    code = 0
+    try:
+        # Told to stop (Ctrl-C reaches the whole process group), a worker just stops:
+        # the parent removes the run folder.
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        done = 0
+        slot = _SLOT * (1 + k)
+
+        def advance() -> None:
+            nonlocal done
+            done += 1
+            if done % 50 == 0:
+                _COUNT.pack_into(shared, slot, done)
+
+        def abandon(i: int) -> bool:
+            return i > _STOP.unpack_from(shared, 0)[0]
+
+        while True:
+            number = os.read(take, _SLICE.size)
+            if not number:
+                break
+            number = _SLICE.unpack(number)[0]
+            start, stop = bounds[number]
+            run.rows = []
+            try:
+                _write_range(plan, cfg, run, recipients, start, stop, advance, abandon)
+                record = (number, "written", run.take_manifest())
+            except _LetterFailed as failed:
+                # Two workers failing at once may race here and leave the higher index:
+                # then a few letters too many are written, never the wrong error reported
+                # (that is the lowest index the parent receives).
+                if failed.index < _STOP.unpack_from(shared, 0)[0]:
+                    _STOP.pack_into(shared, 0, failed.index)
+                record = (number, "failed", (failed.index, str(failed.error)))
+            _send(into, record)
+        _COUNT.pack_into(shared, slot, done)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which says it in one line
+        code = 1
+        try:
+            _send(into, (-1, "crash", f"{type(e).__name__}: {e}"))
+        except BaseException:  # noqa: BLE001 - the parent is gone or stopping us: nothing to tell
+            pass
+    finally:
+        os._exit(code)
+
+
+def _send(fd: int, record) -> None:
+    import pickle
+
+    data = pickle.dumps(record)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _records(buffer: bytearray) -> list:
+    import pickle
+
+    out, at = [], 0
+    while at + _LENGTH.size <= len(buffer):
+        (size,) = _LENGTH.unpack_from(buffer, at)
+        if at + _LENGTH.size + size > len(buffer):
+            break  # cut short: the worker died while sending
+        out.append(pickle.loads(buffer[at + _LENGTH.size:at + _LENGTH.size + size]))
+        at += _LENGTH.size + size
+    return out
+
+
+def _reap(children: list[int]) -> str | None:
+    """Wait for every worker; how the first one that did not exit cleanly stopped, or None."""
+    stopped = None
+    for pid in children:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped already (an interrupt came while reaping)
+            continue
+        if stopped is None and status != 0:
+            stopped = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                       else f"exit status {os.WEXITSTATUS(status)}")
+    return stopped

@@ -273,6 +273,44 @@ def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
     assert project.leftovers() == []
 
 
+def _dying_worker(monkeypatch, how):
+    """Make the worker that takes the slice starting at letter 250 end by `how()`."""
+    from outreach import dryrun
+
+    real, parent = dryrun._write_range, os.getpid()
+
+    def write_range(plan, cfg, run, recipients, start, stop, *rest):
+        if os.getpid() != parent and start == 250:
+            how()
+        return real(plan, cfg, run, recipients, start, stop, *rest)
+
+    monkeypatch.setattr(dryrun, "_write_range", write_range)
+    monkeypatch.setenv("OUTREACH_WORKERS", "2")
+
+
+def test_a_worker_killed_midway_is_reported_and_nothing_is_published(shared, project, outreach, monkeypatch):
+    _dying_worker(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))  # the kernel's OOM killer, say
+    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
+    assert r.code == 1, r.out + r.err
+    assert "dry-run worker process stopped unexpectedly (killed by signal 9); nothing was published" in r.err
+    assert project.runs() == [] and project.leftovers() == []
+    assert_no_traceback(r)
+
+
+def test_a_worker_that_fails_outside_any_letter_is_one_line_and_nothing_is_published(shared, project, outreach,
+                                                                                      monkeypatch):
+    def fail():
+        raise MemoryError("cannot allocate")
+
+    _dying_worker(monkeypatch, fail)
+    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
+    assert r.code == 1, r.out + r.err
+    assert "a dry-run worker failed: MemoryError: cannot allocate" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert project.runs() == [] and project.leftovers() == []
+    assert_no_traceback(r)
+
+
 # -- audience, campaign choice, skipped rows -----------------------------------------------
 
 @pytest.mark.parametrize("audience,expected", [
