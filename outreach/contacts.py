@@ -354,7 +354,7 @@ def _district(raw: str, chamber_raw: str, chamber: str | None, state: str | None
                                  "use the district's number")
             return None
         return 0
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # not "²" or "٣", which isdigit() also takes
         bad("district", raw, "not a district: a number, or 0 / AL for at large")
         return None
     number = int(raw)

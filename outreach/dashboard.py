@@ -68,7 +68,7 @@ class Access:
             return True
         cookie = request.cookies.get(COOKIE, "")
         issued, _, _ = cookie.partition(".")
-        if not issued.isdigit() or time.time() - int(issued) > SESSION_S:
+        if not (issued.isascii() and issued.isdigit()) or time.time() - int(issued) > SESSION_S:
             return False
         return hmac.compare_digest(cookie.encode(), self.session_value(int(issued)).encode())
 
@@ -216,7 +216,7 @@ def _nav(request) -> str:
 def _page(request) -> int:
     value = request.query_params.get("page", "1")
     # Bounded: a page number past any campaign must not overflow the database's integers.
-    return min(max(1, int(value)), 1_000_000) if value.isdigit() and len(value) < 10 else 1
+    return min(max(1, int(value)), 1_000_000) if value.isascii() and value.isdigit() and len(value) < 10 else 1
 
 
 def _safe_next(target: str) -> str:

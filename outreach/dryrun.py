@@ -76,7 +76,7 @@ def _default_workers(count: int) -> int:
     if not hasattr(os, "fork"):
         return 1
     wanted = os.environ.get("OUTREACH_WORKERS", "")
-    if wanted.isdigit() and int(wanted) > 0:
+    if wanted.isascii() and wanted.isdigit() and int(wanted) > 0:
         return int(wanted)
     if count < PARALLEL_FROM:
         return 1

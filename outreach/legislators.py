@@ -124,5 +124,5 @@ def _sort_key(col):
     if col.name == "chamber":
         return col.map({"senate": 0, "house": 1})
     if col.name == "district":
-        return col.map(lambda d: int(d) if d.isdigit() else -1)
+        return col.map(lambda d: int(d) if d.isascii() and d.isdigit() else -1)
     return col

@@ -195,7 +195,7 @@ class EventReceiver:
         """The raw body, refused as soon as it passes max_body (whatever Content-Length claims)
         or all posts together pass the budget; `held` counts what this post holds."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_body:
             raise BodyTooLarge
         chunks, size = [], 0
         async for chunk in request.stream():

@@ -114,6 +114,9 @@ CASES = [
     ("S001198,Dan Sullivan,Dan,Sullivan,senate,XX,,Republican,d@senate.example.org,,", "state", "not a U.S. state"),
     ("R000575,Mike Rogers,Mike,Rogers,house,AL,,Republican,m@house.example.org,,", "district", "missing for a House member"),
     ("R000575,Mike Rogers,Mike,Rogers,house,AL,three,Republican,m@house.example.org,,", "district", "not a district"),
+    # Characters Python's isdigit() takes but that are not a district number.
+    ("R000575,Mike Rogers,Mike,Rogers,house,AL,²,Republican,m@house.example.org,,", "district", "not a district"),
+    ("R000575,Mike Rogers,Mike,Rogers,house,AL,٣,Republican,m@house.example.org,,", "district", "not a district"),
     ("R000575,Mike Rogers,Mike,Rogers,house,AL,9,Republican,m@house.example.org,,", "district", "AL has 7 districts"),
     ("R000575,Mike Rogers,Mike,Rogers,house,AL,AL,Republican,m@house.example.org,,", "district",
      "none elected at large"),
@@ -128,7 +131,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("row,column,reason", CASES, ids=[f"{c[1]}-{c[2]}" for c in CASES])
+@pytest.mark.parametrize("row,column,reason", CASES, ids=[f"{c[1]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_each_bad_row_is_reported_and_the_good_rows_still_pass(tmp_path, outreach, row, column, reason):
     path = write(tmp_path, "\n".join([HEADER, GOOD[0], row, GOOD[1]]) + "\n")
     result = read_contacts(path)

@@ -111,8 +111,9 @@ def test_every_page_in_chromium_with_the_ledger_figures(ledger_project, browser,
 
 def test_pages_change_nothing(ledger_project, signing_key):
     with WebhookServer(app_for(ledger_project, None, signing_key)) as server:
-        for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/unmatched"):
-            assert get(base(server) + path)[0] == 200
+        for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/unmatched",
+                     "/campaigns/korea-exception?page=%C2%B2"):  # "²", which isdigit() takes
+            assert get(base(server) + path)[0] == 200, path
         req = urllib.request.Request(base(server) + "/campaigns/korea-exception", method="POST", data=b"x")
         try:
             urllib.request.urlopen(req, timeout=10)
@@ -161,6 +162,8 @@ def test_a_token_is_required_beyond_loopback_by_header_or_login(ledger_project, 
         status, body, _ = get(base(server) + "/unmatched", {"Cookie": value})
         assert status == 200 and "Unmatched events (1)" in body
         assert get(base(server) + "/", {"Cookie": value.replace(value[-4:], "0000")})[0] == 401
+        name = value.split("=", 1)[0]
+        assert get(base(server) + "/", {"Cookie": f"{name}=\u00b2.x"})[0] == 401  # "²" passes isdigit()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
