@@ -38,10 +38,10 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
     recipients = plan.recipients[:limit] if limit is not None else plan.recipients
     if workers is None:
         workers = _default_workers(len(recipients))
-    with _sigterm_interrupts(), OutboxRun(cfg.outbox_dir, plan.name) as run, \
+    with _interrupts() as interrupts, OutboxRun(cfg.outbox_dir, plan.name) as run, \
             Progress(len(recipients), "writing letters") as progress:
         if workers > 1 and recipients:
-            _write_parallel(plan, cfg, run, recipients, workers, progress)
+            _write_parallel(plan, cfg, run, recipients, workers, progress, interrupts)
         else:
             try:
                 _write_range(plan, cfg, run, recipients, 0, len(recipients), progress.advance)
@@ -51,24 +51,51 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
     return DryRunResult(folder, len(recipients), workers)
 
 
+class _Interrupts:
+    """The SIGINT and SIGTERM handler during a dry run. Both raise KeyboardInterrupt, so
+    SIGTERM stops a run the way Ctrl-C does and the hidden run folder is removed, rather
+    than left behind by a process killed outright. Inside `held()` they are only noted,
+    and raised when it ends: a flag, not a swap of handlers or of the signal mask, so
+    nothing can be left half-changed by a signal arriving at the wrong moment."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.noted = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.holding:
+            self.noted = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.noted:
+            raise KeyboardInterrupt
+
+
 @contextmanager
-def _sigterm_interrupts():
-    """SIGTERM stops a dry run the way Ctrl-C does: the hidden run folder is removed,
-    rather than left behind by a process killed outright."""
+def _interrupts():
     import threading
 
+    handler = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield handler  # signals go to the main thread, which is not ours to change
         return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {}
     try:
-        yield
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+        yield handler
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _default_workers(count: int) -> int:
@@ -122,7 +149,8 @@ class _LetterFailed(Exception):
         self.error = error
 
 
-def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, progress: Progress) -> None:
+def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, progress: Progress,
+                    interrupts: _Interrupts) -> None:
     """Write the letters with `workers` forked processes; the first failure in letter order is raised.
 
     Plain fork(): the workers inherit the plan, the recipients and the open run folder,
@@ -140,15 +168,17 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
     import select
 
     count = len(recipients)
-    bounds = _slices(count, workers)
-    workers = min(workers, len(bounds))
+    bounds = _slices(count, min(workers, _MAX_WORKERS))
+    workers = min(workers, _MAX_WORKERS, len(bounds))
     shared = mmap.mmap(-1, _SLOT * (1 + workers))
     _STOP.pack_into(shared, 0, count)
     take, give = os.pipe()
-    os.write(give, b"".join(_SLICE.pack(i) for i in range(len(bounds))))  # a few dozen bytes: never blocks
-    os.close(give)
+    try:
+        os.write(give, b"".join(_SLICE.pack(i) for i in range(len(bounds))))  # < 1 KiB: never blocks
+    finally:
+        os.close(give)
     children: list[int] = []
-    readers: dict[int, bytearray] = {}  # each worker's result pipe, and what came through it
+    results: dict[int, bytearray] = {}  # each worker's result pipe, and what came through it
     # While the workers run, the objects they share with this process are kept out of
     # the collector's sight: a collection (in a worker or here) writes to every object
     # it walks, which copies the whole shared heap page by page.
@@ -157,30 +187,30 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
     if freezing:
         gc.freeze()
     try:
-        for k in range(workers):
-            out, into = os.pipe()
-            # No signal between fork() and noting the worker down: one that is not
-            # noted down would not be stopped with the others.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            try:
-                pid = os.fork()
-                if pid == 0:  # the worker: never returns
-                    os.close(out)
-                    _worker(k, plan, cfg, run, recipients, bounds, take, into, shared, blocked)
-                children.append(pid)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            os.close(into)
-            readers[out] = bytearray()
-        open_readers = set(readers)
-        while open_readers:
-            ready, _, _ = select.select(list(open_readers), [], [], 0.1)
-            for fd in ready:
+        # Every worker started is noted down before an interrupt can stop this loop.
+        with interrupts.held():
+            for k in range(workers):
+                out, into = os.pipe()
+                results[out] = bytearray()
+                try:
+                    pid = os.fork()
+                    if pid == 0:  # the worker: never returns
+                        _worker(k, plan, cfg, run, recipients, bounds, take, into, shared)
+                    children.append(pid)
+                finally:
+                    os.close(into)
+        poller = select.poll()
+        for fd in results:
+            poller.register(fd, select.POLLIN)
+        waiting = len(results)
+        while waiting:
+            for fd, _ in poller.poll(100):
                 chunk = os.read(fd, 1 << 16)
                 if chunk:
-                    readers[fd] += chunk
+                    results[fd] += chunk
                 else:
-                    open_readers.discard(fd)
+                    poller.unregister(fd)
+                    waiting -= 1
             progress.advance(sum(_COUNT.unpack_from(shared, _SLOT * (1 + k))[0] for k in range(workers))
                              - progress.done)
         stopped = _reap(children)
@@ -197,29 +227,34 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
         if freezing:
             gc.unfreeze()
         os.close(take)
-        for fd in readers:
+        for fd in results:
             os.close(fd)
         shared.close()
-    records = [record for buffer in readers.values() for record in _records(buffer)]
-    crashes = [problem for _, kind, problem in records if kind == "crash"]
-    if crashes:  # outside any one letter (out of memory or file handles, say); it then exits 1
-        raise UserError(f"a dry-run worker failed: {crashes[0]}; nothing was published", exit_code=EXIT_ATTENTION)
-    if stopped:
-        raise UserError(f"a dry-run worker process stopped unexpectedly ({stopped}); nothing was published",
-                        exit_code=EXIT_ATTENTION)
-    failures = [problem for _, kind, problem in records if kind == "failed"]
-    if failures:
-        # Report the failure a sequential run would have met first.
-        raise UserError(min(failures)[1])
-    done = {number: manifest for number, kind, manifest in records if kind == "written"}
-    if len(done) != len(bounds):
-        raise RuntimeError(f"the dry-run workers wrote {len(done)} of {len(bounds)} slices")
+    records = [record for buffer in results.values() for record in _records(buffer)]
+    written = {number: manifest for number, kind, manifest in records if kind == "written"}
+    # What a one-process run would have met first: a letter that failed, a worker that
+    # failed, or the slices of a worker that stopped without a word (killed, say).
+    problems = [problem for _, kind, problem in records if kind == "failed"]
+    told = {number for number, kind, _ in records if kind == "failed"}
+    problems += [(bounds[number][0], "stopped", stopped or "it sent no result")
+                 for number in range(len(bounds)) if number not in written and number not in told]
+    if problems:
+        _, kind, message = min(problems)
+        if kind == "letter":
+            raise UserError(message)
+        if kind == "stopped":
+            raise UserError(f"a dry-run worker process stopped unexpectedly ({message}); nothing was published",
+                            exit_code=EXIT_ATTENTION)
+        if kind == "machine":  # out of memory or file handles, say
+            raise UserError(f"a dry-run worker failed: {message}; nothing was published", exit_code=EXIT_ATTENTION)
+        raise RuntimeError(f"in a dry-run worker: {message}")  # a bug of ours: said as one
     for number in range(len(bounds)):
-        run.add_manifest(done[number])
+        run.add_manifest(written[number])
     progress.advance(count - progress.done)
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_MAX_WORKERS = 64
 _SLOT = 8
 _STOP = struct.Struct("q")
 _COUNT = struct.Struct("q")
@@ -234,19 +269,17 @@ def _slices(count: int, workers: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, count)) for i in range(0, count, size)]
 
 
-def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: int, into: int, shared,
-            mask) -> None:
+def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: int, into: int, shared) -> None:
     """A forked worker: take slices until none is left, send what each gave, then exit.
 
     Letters after a known failure cannot be published, so no worker writes them; letters
     before it still are, since one of them may fail first."""
-    code = 0
+    code, number, start = 0, -1, -1
     try:
         # Told to stop (Ctrl-C reaches the whole process group), a worker just stops:
         # the parent removes the run folder.
         for signum in _STOP_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         done = 0
         slot = _SLOT * (1 + k)
 
@@ -260,10 +293,10 @@ def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: i
             return i > _STOP.unpack_from(shared, 0)[0]
 
         while True:
-            number = os.read(take, _SLICE.size)
-            if not number:
+            taken = os.read(take, _SLICE.size)
+            if not taken:
                 break
-            number = _SLICE.unpack(number)[0]
+            (number,) = _SLICE.unpack(taken)
             start, stop = bounds[number]
             run.rows = []
             try:
@@ -275,13 +308,19 @@ def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: i
                 # (that is the lowest index the parent receives).
                 if failed.index < _STOP.unpack_from(shared, 0)[0]:
                     _STOP.pack_into(shared, 0, failed.index)
-                record = (number, "failed", (failed.index, str(failed.error)))
+                record = (number, "failed", (failed.index, "letter", str(failed.error)))
             _send(into, record)
         _COUNT.pack_into(shared, slot, done)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which says it in one line
         code = 1
         try:
-            _send(into, (-1, "crash", f"{type(e).__name__}: {e}"))
+            if os.environ.get("OUTREACH_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
+            # Placed at its slice's first letter: no letter before it in the slice failed.
+            kind = "machine" if isinstance(e, (MemoryError, OSError)) else "bug"
+            _send(into, (number, "failed", (start, kind, f"{type(e).__name__}: {e}")))
         except BaseException:  # noqa: BLE001 - the parent is gone or stopping us: nothing to tell
             pass
     finally:
@@ -311,13 +350,16 @@ def _records(buffer: bytearray) -> list:
 
 
 def _reap(children: list[int]) -> str | None:
-    """Wait for every worker; how the first one that did not exit cleanly stopped, or None."""
+    """Wait for every worker, taking each off the list once reaped (its pid may then be
+    reused, so it is never signalled again); how the first one that did not exit
+    cleanly stopped, or None."""
     stopped = None
-    for pid in children:
+    while children:
         try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped already (an interrupt came while reaping)
-            continue
+            _, status = os.waitpid(children[0], 0)
+        except ChildProcessError:  # not ours to wait for (SIGCHLD ignored, say)
+            status = 0
+        children.pop(0)
         if stopped is None and status != 0:
             stopped = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                        else f"exit status {os.WEXITSTATUS(status)}")

@@ -311,6 +311,39 @@ def test_a_worker_that_fails_outside_any_letter_is_one_line_and_nothing_is_publi
     assert_no_traceback(r)
 
 
+def test_a_bug_in_a_worker_is_an_internal_error_after_any_earlier_letter_failure(shared, project, outreach,
+                                                                                 tmp_path, monkeypatch):
+    def bug():
+        raise TypeError("unsupported operand")
+
+    _dying_worker(monkeypatch, bug)
+    contacts = shared / "congress" / "contacts-congress.csv"
+    r = outreach("--config", project.config, "send", "--contacts", contacts)
+    assert r.code == 1 and "internal error: RuntimeError: in a dry-run worker: TypeError: unsupported operand" in r.err
+    assert project.runs() == [] and project.leftovers() == []
+    # A template failing at the very first letter comes first, as in a one-process run.
+    project.write_config(templates=broken_templates(tmp_path, "letter.txt.j2", "{{ nope }}\n"))
+    r = outreach("--config", project.config, "send", "--contacts", contacts)
+    assert r.code == 2 and "'nope' is undefined" in r.err, r.err
+    assert project.runs() == [] and project.leftovers() == []
+
+
+def test_interrupts_are_held_only_while_workers_start():
+    from outreach import dryrun
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with dryrun._interrupts() as interrupts:
+        assert signal.getsignal(signal.SIGTERM) is interrupts
+        with pytest.raises(KeyboardInterrupt):
+            interrupts(signal.SIGTERM, None)
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.held():
+                interrupts(signal.SIGINT, None)  # noted, not raised, until held() ends
+                started = True
+        assert started
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 # -- audience, campaign choice, skipped rows -----------------------------------------------
 
 @pytest.mark.parametrize("audience,expected", [
