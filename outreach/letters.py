@@ -89,11 +89,12 @@ class TemplateSet:
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=False)
         # Escaping follows the entry point, not the file name, so one partial can
         # serve both letters and be escaped exactly when it lands in HTML.
+        filters = {"wrap": wrap}
         self._text_env, self._html_env = (
-            jinja2.Environment(bytecode_cache=bytecode_cache(settings), **settings)
+            jinja2.Environment(bytecode_cache=bytecode_cache(settings, filters), **settings)
             for settings in (dict(common, autoescape=False), dict(common, autoescape=True)))
         for env in (self._text_env, self._html_env):
-            env.filters["wrap"] = wrap
+            env.filters.update(filters)
         with self._template_errors(None):
             if subject is not None:
                 source, self._subject_name = subject, "[campaign] subject"

@@ -14,6 +14,7 @@ cannot be read or written is skipped: it never stops a run or changes a letter.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import stat
 import sys
@@ -49,23 +50,45 @@ def cache_folder() -> Path | None:
     return Path(base) / "outreach" / "templates"
 
 
-def bytecode_cache(settings: dict) -> jinja2.BytecodeCache | None:
-    """A cache for an environment built with `settings`, or None where there is no safe place.
+def bytecode_cache(settings: dict, filters: dict) -> jinja2.BytecodeCache | None:
+    """A cache for an environment built with `settings` and given `filters`, or None where
+    there is no safe place.
 
-    Entries are named after everything that shapes the compiled code (the settings,
-    Jinja's and Python's versions), so environments that differ, such as the
-    autoescaped HTML one and the plain-text one, never share an entry."""
+    Entries are named after everything that shapes the compiled code: the settings,
+    the filters' own code (Jinja runs a filter on constant text while compiling),
+    outreach's, Jinja's and Python's versions. So environments that differ, such as
+    the autoescaped HTML one and the plain-text one, never share an entry, and a
+    changed filter or upgrade never serves code compiled before it."""
+    folder = _safe_folder()
+    if folder is None:
+        return None
+    from outreach import __version__
+
+    shaping = hashlib.sha256(repr((__version__, jinja2.__version__, sys.version_info[:2], sorted(
+        (key, repr(value)) for key, value in settings.items() if key != "loader"))).encode())
+    for name, function in sorted(filters.items()):
+        function = getattr(function, "__wrapped__", function)  # under functools.lru_cache
+        shaping.update(name.encode() + marshal.dumps(function.__code__)
+                       + repr((function.__defaults__, function.__kwdefaults__)).encode())
+    return _QuietCache(str(folder), f"{shaping.hexdigest()[:16]}-%s.cache")
+
+
+def _safe_folder() -> Path | None:
+    """The cache folder, made if need be, when it and the folder holding it are the user's own
+    and closed to others (what is in it is loaded as code); else None."""
     folder = cache_folder()
     if folder is None:
         return None
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = folder.stat()
+        folder.parent.parent.mkdir(parents=True, exist_ok=True)  # $XDG_CACHE_HOME, ~/.cache
+        for part in (folder.parent, folder):  # .../outreach, .../outreach/templates
+            part.mkdir(mode=0o700, exist_ok=True)
+            info = part.lstat()
+            if not stat.S_ISDIR(info.st_mode):
+                return None
+            if hasattr(os, "getuid") and (info.st_uid != os.getuid()
+                                          or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
+                return None
     except OSError:
         return None
-    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)):
-        return None
-    shaping = repr((jinja2.__version__, sys.version_info[:2], sorted(
-        (key, repr(value)) for key, value in settings.items() if key != "loader")))
-    tag = hashlib.sha256(shaping.encode()).hexdigest()[:16]
-    return _QuietCache(str(folder), f"{tag}-%s.cache")
+    return folder

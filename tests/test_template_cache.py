@@ -95,9 +95,35 @@ def test_a_cache_that_cannot_be_written_does_not_stop_a_run(cache, tmp_path, mon
 def test_no_cache_where_the_folder_cannot_be_made_or_is_open_to_others(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
-    assert bytecode_cache({}) is None
+    assert bytecode_cache({}, {}) is None
     assert "Sincerely" in letter(TEMPLATES, tmp_path).text
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "shared"))
-    assert bytecode_cache({}) is not None
-    os.chmod(cache_folder(), 0o777)
-    assert bytecode_cache({}) is None
+    assert bytecode_cache({}, {}) is not None
+    assert cache_folder().stat().st_mode & 0o777 == 0o700 and cache_folder().parent.stat().st_mode & 0o777 == 0o700
+    for folder in (cache_folder(), cache_folder().parent):  # another user could swap what is inside
+        os.chmod(folder, 0o777)
+        assert bytecode_cache({}, {}) is None
+        os.chmod(folder, 0o700)
+    assert bytecode_cache({}, {}) is not None
+
+
+def narrow(text, width=40):
+    return text[:width]
+
+
+def test_a_changed_filter_or_setting_never_shares_compiled_code(cache):
+    # Jinja runs filters on constant text while compiling, so the filter is part of the key.
+    import functools
+
+    from outreach.letters import wrap
+
+    def key(settings, filters):
+        return bytecode_cache(settings, filters).pattern
+
+    base = key({"autoescape": False}, {"wrap": wrap})
+    assert base == key({"autoescape": False}, {"wrap": wrap})
+    assert base != key({"autoescape": True}, {"wrap": wrap})
+    assert base != key({"autoescape": False}, {"wrap": narrow})
+    # The same code with another default width (TEXT_WIDTH, say), under lru_cache as wrap is.
+    wide, usual = (functools.lru_cache(maxsize=8)(lambda text, width=w: text[:width]) for w in (80, 72))
+    assert key({}, {"wrap": wide}) != key({}, {"wrap": usual})
