@@ -153,7 +153,25 @@ def contacts_import(legislators_csv: Path, membership_csv: Path | None, emails_c
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure a user can cause ends as one line and an exit code."""
-    sys.exit(run(argv))
+    import _signal
+
+    code = 130
+    try:
+        code = run(argv)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        pass
+    finally:
+        # The command is over; a Ctrl-C now (an impatient second press) would only make
+        # Python print a traceback from its shutdown. One already pending is raised by
+        # signal() itself, before it changes anything: it is dropped and signal() called
+        # again.
+        while True:  # no call before the try, where the pending interrupt would be raised
+            try:
+                _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+                break
+            except KeyboardInterrupt:
+                code = code or 130
+    sys.exit(code)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
     recipients = plan.recipients[:limit] if limit is not None else plan.recipients
     if workers is None:
         workers = _default_workers(len(recipients))
-    with _interrupts() as interrupts, OutboxRun(cfg.outbox_dir, plan.name) as run, \
+    with _interrupts() as interrupts, OutboxRun(cfg.outbox_dir, plan.name, shield=interrupts.held) as run, \
             Progress(len(recipients), "writing letters") as progress:
         if workers > 1 and recipients:
             _write_parallel(plan, cfg, run, recipients, workers, progress, interrupts)
@@ -54,28 +54,33 @@ def dry_run(plan: Plan, cfg, limit: int | None = None, workers: int | None = Non
 class _Interrupts:
     """The SIGINT and SIGTERM handler during a dry run. Both raise KeyboardInterrupt, so
     SIGTERM stops a run the way Ctrl-C does and the hidden run folder is removed, rather
-    than left behind by a process killed outright. Inside `held()` they are only noted,
-    and raised when it ends: a flag, not a swap of handlers or of the signal mask, so
-    nothing can be left half-changed by a signal arriving at the wrong moment."""
+    than left behind by a process killed outright.
+
+    Inside `held()` (which nests) they are only noted, and raised when the outermost
+    hold ends: starting the workers, stopping them, making, publishing or removing the
+    run folder each run to the end, whatever a second Ctrl-C does. A counter, not a
+    swap of handlers or of the signal mask, so a signal arriving at the wrong moment
+    cannot leave anything half-changed."""
 
     def __init__(self) -> None:
-        self.holding = False
+        self.depth = 0
         self.noted = False
 
     def __call__(self, signum, frame) -> None:
-        if self.holding:
+        if self.depth:
             self.noted = True
         else:
             raise KeyboardInterrupt
 
     @contextmanager
     def held(self):
-        self.holding = True
+        self.depth += 1
         try:
             yield
         finally:
-            self.holding = False
-        if self.noted:
+            self.depth -= 1
+        if self.noted and not self.depth:
+            self.noted = False
             raise KeyboardInterrupt
 
 
@@ -94,8 +99,13 @@ def _interrupts():
             signal.signal(signum, handler)
         yield handler
     finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+        # Held while the old handlers go back, SIGINT last: until then a signal is only
+        # noted, so none can stop this loop halfway and leave one of ours installed.
+        handler.depth += 1
+        for signum in reversed(previous):
+            signal.signal(signum, previous[signum])
+    if handler.noted:  # came while the handlers went back, the run done: it is still obeyed
+        raise KeyboardInterrupt
 
 
 def _default_workers(count: int) -> int:
@@ -170,28 +180,31 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
     count = len(recipients)
     bounds = _slices(count, min(workers, _MAX_WORKERS))
     workers = min(workers, _MAX_WORKERS, len(bounds))
-    shared = mmap.mmap(-1, _SLOT * (1 + workers))
-    _STOP.pack_into(shared, 0, count)
-    take, give = os.pipe()
-    try:
-        os.write(give, b"".join(_SLICE.pack(i) for i in range(len(bounds))))  # < 1 KiB: never blocks
-    finally:
-        os.close(give)
     children: list[int] = []
     results: dict[int, bytearray] = {}  # each worker's result pipe, and what came through it
+    unread: set[int] = set()            # the pipes still open here
+    take = shared = None
     # While the workers run, the objects they share with this process are kept out of
     # the collector's sight: a collection (in a worker or here) writes to every object
     # it walks, which copies the whole shared heap page by page.
     # (Unless the caller froze its own objects already: that is theirs to undo.)
     freezing = gc.get_freeze_count() == 0
-    if freezing:
-        gc.freeze()
     try:
-        # Every worker started is noted down before an interrupt can stop this loop.
+        # Everything made here is noted down before an interrupt can stop this part.
         with interrupts.held():
+            if freezing:
+                gc.freeze()
+            shared = mmap.mmap(-1, _SLOT * (1 + workers))
+            _STOP.pack_into(shared, 0, count)
+            take, give = os.pipe()
+            try:
+                os.write(give, b"".join(_SLICE.pack(i) for i in range(len(bounds))))  # < 1 KiB: never blocks
+            finally:
+                os.close(give)
             for k in range(workers):
                 out, into = os.pipe()
                 results[out] = bytearray()
+                unread.add(out)
                 try:
                     pid = os.fork()
                     if pid == 0:  # the worker: never returns
@@ -200,36 +213,41 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
                 finally:
                     os.close(into)
         poller = select.poll()
-        for fd in results:
+        for fd in unread:
             poller.register(fd, select.POLLIN)
-        waiting = len(results)
-        while waiting:
+        while unread:
             for fd, _ in poller.poll(100):
                 chunk = os.read(fd, 1 << 16)
                 if chunk:
                     results[fd] += chunk
                 else:
                     poller.unregister(fd)
-                    waiting -= 1
+                    os.close(fd)
+                    unread.discard(fd)
             progress.advance(sum(_COUNT.unpack_from(shared, _SLOT * (1 + k))[0] for k in range(workers))
                              - progress.done)
-        stopped = _reap(children)
+        with interrupts.held():
+            stopped = _reap(children)
     except BaseException:  # Ctrl-C above all: the workers stop, the caller removes the run folder
-        _STOP.pack_into(shared, 0, -1)
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        _reap(children)
+        with interrupts.held():  # and a second Ctrl-C does not cut this short
+            if shared is not None:
+                _STOP.pack_into(shared, 0, -1)
+            _close(unread)  # a worker blocked sending to us gets EPIPE rather than waiting forever
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            _reap(children)
         raise
     finally:
         if freezing:
             gc.unfreeze()
-        os.close(take)
-        for fd in results:
-            os.close(fd)
-        shared.close()
+        _close(unread)
+        if take is not None:
+            os.close(take)
+        if shared is not None:
+            shared.close()
     records = [record for buffer in results.values() for record in _records(buffer)]
     written = {number: manifest for number, kind, manifest in records if kind == "written"}
     # What a one-process run would have met first: a letter that failed, a worker that
@@ -302,6 +320,7 @@ def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: i
             try:
                 _write_range(plan, cfg, run, recipients, start, stop, advance, abandon)
                 record = (number, "written", run.take_manifest())
+                start = stop  # what fails from here on fails after this slice's letters
             except _LetterFailed as failed:
                 # Two workers failing at once may race here and leave the higher index:
                 # then a few letters too many are written, never the wrong error reported
@@ -318,13 +337,19 @@ def _worker(k: int, plan: Plan, cfg, run: OutboxRun, recipients, bounds, take: i
                 import traceback
 
                 traceback.print_exc()
-            # Placed at its slice's first letter: no letter before it in the slice failed.
+            # Placed at its slice's first letter (no letter before it in the slice failed),
+            # or just after the last slice it wrote.
             kind = "machine" if isinstance(e, (MemoryError, OSError)) else "bug"
             _send(into, (number, "failed", (start, kind, f"{type(e).__name__}: {e}")))
         except BaseException:  # noqa: BLE001 - the parent is gone or stopping us: nothing to tell
             pass
     finally:
         os._exit(code)
+
+
+def _close(fds: set[int]) -> None:
+    while fds:
+        os.close(fds.pop())
 
 
 def _send(fd: int, record) -> None:
@@ -353,14 +378,15 @@ def _reap(children: list[int]) -> str | None:
     """Wait for every worker, taking each off the list once reaped (its pid may then be
     reused, so it is never signalled again); how the first one that did not exit
     cleanly stopped, or None."""
-    stopped = None
+    killed = exited = None
     while children:
         try:
             _, status = os.waitpid(children[0], 0)
         except ChildProcessError:  # not ours to wait for (SIGCHLD ignored, say)
             status = 0
         children.pop(0)
-        if stopped is None and status != 0:
-            stopped = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                       else f"exit status {os.WEXITSTATUS(status)}")
-    return stopped
+        if os.WIFSIGNALED(status):
+            killed = killed or f"killed by signal {os.WTERMSIG(status)}"
+        elif status:
+            exited = exited or f"exit status {os.WEXITSTATUS(status)}"
+    return killed or exited  # a worker that exits 1 has said why; a killed one has not

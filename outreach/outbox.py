@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -23,9 +24,13 @@ def new_run_id() -> str:
 
 class OutboxRun:
     """One run's folder. Files go to a hidden partial folder that is published only
-    when every letter was written, so a failed run leaves nothing behind."""
+    when every letter was written, so a failed run leaves nothing behind.
 
-    def __init__(self, outbox_dir: Path, campaign: str, run_id: str | None = None):
+    `shield`, if given, is a context manager that holds off interrupts (see dryrun.py):
+    making, publishing and removing the folder then each run to the end."""
+
+    def __init__(self, outbox_dir: Path, campaign: str, run_id: str | None = None, shield=None):
+        self._shield = shield or contextlib.nullcontext
         self.run_id = run_id or new_run_id()
         self.final_dir = outbox_dir / campaign / self.run_id
         self.partial_dir = outbox_dir / campaign / f".{self.run_id}.partial"
@@ -36,10 +41,15 @@ class OutboxRun:
 
     def __enter__(self) -> "OutboxRun":
         try:
-            self.partial_dir.mkdir(parents=True)
-        except OSError as e:
-            raise UserError(f"{self.partial_dir}: cannot create the outbox folder: {e.strerror}") from None
-        self._dir_fd = os.open(self.partial_dir, os.O_RDONLY)
+            with self._shield():
+                try:
+                    self.partial_dir.mkdir(parents=True)
+                except OSError as e:
+                    raise UserError(f"{self.partial_dir}: cannot create the outbox folder: {e.strerror}") from None
+                self._dir_fd = os.open(self.partial_dir, os.O_RDONLY)
+        except BaseException:  # an interrupt held off until the folder was made: it goes again
+            self.abort()
+            raise
         return self
 
     def write(self, message: Message, bioguide_id: str = "") -> Path:
@@ -86,6 +96,10 @@ class OutboxRun:
         self._manifest_parts.append(text)
 
     def publish(self) -> Path:
+        with self._shield():
+            return self._publish()
+
+    def _publish(self) -> Path:
         self._close_dir()
         with open(self.partial_dir / "manifest.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
@@ -96,8 +110,9 @@ class OutboxRun:
         return self.final_dir
 
     def abort(self) -> None:
-        self._close_dir()
-        shutil.rmtree(self.partial_dir, ignore_errors=True)
+        with self._shield():
+            self._close_dir()
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
 
     def __exit__(self, kind, exc, tb) -> None:
         if exc is not None:

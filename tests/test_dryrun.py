@@ -344,6 +344,64 @@ def test_interrupts_are_held_only_while_workers_start():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
+@pytest.mark.parametrize("gap", [0.005, 0.02, 0.05])
+def test_a_second_ctrl_c_while_cleaning_up_still_leaves_nothing_behind(project, gap):
+    from test_crash import many_contacts
+
+    many_contacts(project, 20000)
+    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "send"],
+                            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OUTREACH_WORKERS": "2"})
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            partial = [p for p in project.leftovers() if p.name.endswith(".partial")]
+            if partial and sum(1 for _ in partial[0].iterdir()) > 300:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the dry run never got going")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group
+        time.sleep(gap)
+        try:
+            proc.send_signal(signal.SIGINT)  # impatient: again, while it cleans up
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode in (1, 130), err
+    assert "Traceback" not in err
+    assert project.leftovers() == []
+
+
+def test_a_signal_while_the_handlers_go_back_is_obeyed_and_leaves_none_of_ours(monkeypatch):
+    from outreach import dryrun
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    real, restored = signal.signal, []
+
+    def restoring(signum, handler):
+        old = real(signum, handler)
+        if not isinstance(handler, dryrun._Interrupts):
+            restored.append(signum)
+            if len(restored) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # lands between the two restores
+        return old
+
+    monkeypatch.setattr(signal, "signal", restoring)
+    with pytest.raises(KeyboardInterrupt):
+        with dryrun._interrupts():
+            pass
+    monkeypatch.undo()
+    assert len(restored) == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
 # -- audience, campaign choice, skipped rows -----------------------------------------------
 
 @pytest.mark.parametrize("audience,expected", [
