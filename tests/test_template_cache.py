@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import dataclasses
 
@@ -127,3 +129,29 @@ def test_a_changed_filter_or_setting_never_shares_compiled_code(cache):
     # The same code with another default width (TEXT_WIDTH, say), under lru_cache as wrap is.
     wide, usual = (functools.lru_cache(maxsize=8)(lambda text, width=w: text[:width]) for w in (80, 72))
     assert key({}, {"wrap": wide}) != key({}, {"wrap": usual})
+
+
+def test_every_process_names_the_same_code_alike(cache, tmp_path):
+    code = ("from outreach.config import Sender; from outreach.letters import TemplateSet; "
+            f"t = TemplateSet(__import__('pathlib').Path({str(TEMPLATES)!r}), "
+            "Sender(name='a', email='a@b.org'), 'c'); "
+            "print(t._text_env.bytecode_cache.pattern, t._html_env.bytecode_cache.pattern)")
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "random")}
+    assert len(names) == 1 and len(set(names.pop().split())) == 2
+
+
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert cache_folder() == tmp_path / ".cache" / "outreach" / "templates"
+
+
+def test_no_cache_below_a_folder_anyone_may_rename_things_in(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "cache"))
+    os.chmod(shared, 0o777)
+    assert bytecode_cache({}, {}) is None
+    os.chmod(shared, 0o1777)  # sticky, as /tmp: only the owner may rename what is in it
+    assert bytecode_cache({}, {}) is not None
