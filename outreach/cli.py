@@ -153,7 +153,7 @@ def contacts_import(legislators_csv: Path, membership_csv: Path | None, emails_c
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure a user can cause ends as one line and an exit code."""
-    import _signal
+    import signal
 
     code = 130
     try:
@@ -162,12 +162,12 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         # The command is over; a Ctrl-C now (an impatient second press) would only make
-        # Python print a traceback from its shutdown. One already pending is raised by
-        # signal() itself, before it changes anything: it is dropped and signal() called
-        # again.
+        # Python print a traceback from its shutdown. One already pending is raised as
+        # signal() is called, before it changes anything: it is dropped, and signal()
+        # called again.
         while True:  # no call before the try, where the pending interrupt would be raised
             try:
-                _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 break
             except KeyboardInterrupt:
                 code = code or 130
