@@ -273,9 +273,8 @@ def _write_parallel(plan: Plan, cfg, run: OutboxRun, recipients, workers: int, p
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _MAX_WORKERS = 64
-_SLOT = 8
-_STOP = struct.Struct("q")
-_COUNT = struct.Struct("q")
+_STOP = _COUNT = struct.Struct("q")  # one slot each in the shared mapping
+_SLOT = _STOP.size
 _SLICE = struct.Struct("I")
 _LENGTH = struct.Struct("Q")
 

@@ -72,7 +72,7 @@ class TemplateSet:
         import jinja2
         import jinja2.meta
 
-        from outreach.template_cache import bytecode_cache
+        from outreach.template_cache import bytecode_caches
 
         self.folder = folder
         self.campaign = campaign
@@ -90,9 +90,10 @@ class TemplateSet:
         # Escaping follows the entry point, not the file name, so one partial can
         # serve both letters and be escaped exactly when it lands in HTML.
         filters = {"wrap": wrap}
+        kinds = (dict(common, autoescape=False), dict(common, autoescape=True))
         self._text_env, self._html_env = (
-            jinja2.Environment(bytecode_cache=bytecode_cache(settings, filters), **settings)
-            for settings in (dict(common, autoescape=False), dict(common, autoescape=True)))
+            jinja2.Environment(bytecode_cache=cache, **settings)
+            for settings, cache in zip(kinds, bytecode_caches(filters, *kinds)))
         for env in (self._text_env, self._html_env):
             env.filters.update(filters)
         with self._template_errors(None):

@@ -50,9 +50,9 @@ def cache_folder() -> Path | None:
     return Path(base) / "outreach" / "templates"
 
 
-def bytecode_cache(settings: dict, filters: dict) -> jinja2.BytecodeCache | None:
-    """A cache for an environment built with `settings` and given `filters`, or None where
-    there is no safe place.
+def bytecode_caches(filters: dict, *settings: dict) -> list[jinja2.BytecodeCache | None]:
+    """One cache per environment built with each of `settings` and given `filters`, or
+    Nones where there is no safe place (the folder is checked once for all of them).
 
     Entries are named after everything that shapes the compiled code: the settings;
     the source of the modules defining the filters (Jinja runs a filter on constant
@@ -63,20 +63,23 @@ def bytecode_cache(settings: dict, filters: dict) -> jinja2.BytecodeCache | None
     code compiled before it. The same code gives the same names in every process."""
     folder = _safe_folder()
     if folder is None:
-        return None
+        return [None] * len(settings)
     import markupsafe
 
     from outreach import __version__
 
-    shaping = hashlib.sha256(repr((
-        __version__, jinja2.__version__, _file_stamp(markupsafe.__file__), sys.version_info[:2],
-        sorted((key, repr(value)) for key, value in settings.items() if key != "loader"),
-    )).encode())
+    common = hashlib.sha256(repr((
+        __version__, jinja2.__version__, _file_stamp(markupsafe.__file__), sys.version_info[:2])).encode())
     for name, function in sorted(filters.items()):
         function = getattr(function, "__wrapped__", function)  # under functools.lru_cache
-        shaping.update(name.encode() + b"\0" + _source(function.__code__)
-                       + repr((function.__defaults__, function.__kwdefaults__)).encode())
-    return _QuietCache(str(folder), f"{shaping.hexdigest()[:16]}-%s.cache")
+        common.update(name.encode() + b"\0" + _source(function.__code__)
+                      + repr((function.__defaults__, function.__kwdefaults__)).encode())
+    caches = []
+    for each in settings:
+        shaping = common.copy()
+        shaping.update(repr(sorted((key, repr(value)) for key, value in each.items() if key != "loader")).encode())
+        caches.append(_QuietCache(str(folder), f"{shaping.hexdigest()[:16]}-%s.cache"))
+    return caches
 
 
 def _file_stamp(path: str) -> tuple[int, int]:

@@ -240,11 +240,9 @@ def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, proj
         assert a.split(b"\n\n", 1)[1] == b.split(b"\n\n", 1)[1]
 
 
-@pytest.mark.parametrize("whom", ["the process", "its process group"])
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
-    """Stopped while its workers write (by a service manager, or Ctrl-C): one line, no
-    traceback, and no hidden half-written run folder left in the outbox."""
+def _interrupted_dry_run(project, interrupt) -> tuple[subprocess.Popen, str]:
+    """Start a dry run of 20,000 letters with two workers; once it is writing, call
+    `interrupt(proc)`; return the process and its stderr. Nothing of it outlives this."""
     from test_crash import many_contacts
 
     many_contacts(project, 20000)
@@ -260,14 +258,24 @@ def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
             time.sleep(0.01)
         else:
             pytest.fail("the dry run never got going")
-        os.killpg(proc.pid, sig) if whom == "its process group" else proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        interrupt(proc)
+        _, err = proc.communicate(timeout=60)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # anything of the run still alive, workers included
         except ProcessLookupError:
             pass
         proc.wait()
+    return proc, err
+
+
+@pytest.mark.parametrize("whom", ["the process", "its process group"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
+    """Stopped while its workers write (by a service manager, or Ctrl-C): one line, no
+    traceback, and no hidden half-written run folder left in the outbox."""
+    proc, err = _interrupted_dry_run(project, lambda proc: os.killpg(proc.pid, sig) if whom == "its process group"
+                                     else proc.send_signal(sig))
     assert proc.returncode == 1, err
     assert "aborted; nothing more was done" in err and "Traceback" not in err
     assert project.leftovers() == []
@@ -346,34 +354,15 @@ def test_interrupts_are_held_only_while_workers_start():
 
 @pytest.mark.parametrize("gap", [0.005, 0.02, 0.05])
 def test_a_second_ctrl_c_while_cleaning_up_still_leaves_nothing_behind(project, gap):
-    from test_crash import many_contacts
-
-    many_contacts(project, 20000)
-    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "send"],
-                            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "OUTREACH_WORKERS": "2"})
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            partial = [p for p in project.leftovers() if p.name.endswith(".partial")]
-            if partial and sum(1 for _ in partial[0].iterdir()) > 300:
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("the dry run never got going")
+    def twice(proc):
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group
         time.sleep(gap)
         try:
             proc.send_signal(signal.SIGINT)  # impatient: again, while it cleans up
         except ProcessLookupError:
             pass
-        out, err = proc.communicate(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+
+    proc, err = _interrupted_dry_run(project, twice)
     assert proc.returncode in (1, 130), err
     assert "Traceback" not in err
     assert project.leftovers() == []

@@ -13,7 +13,7 @@ import jinja2
 import pytest
 
 from outreach.letters import TemplateSet
-from outreach.template_cache import bytecode_cache, cache_folder
+from outreach.template_cache import bytecode_caches, cache_folder
 from test_letters import SENDER, TEMPLATES, contact_from
 
 HEADER = "email,full_name,last_name,chamber,state,district,staffer"
@@ -97,16 +97,16 @@ def test_a_cache_that_cannot_be_written_does_not_stop_a_run(cache, tmp_path, mon
 def test_no_cache_where_the_folder_cannot_be_made_or_is_open_to_others(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
-    assert bytecode_cache({}, {}) is None
+    assert bytecode_caches({}, {})[0] is None
     assert "Sincerely" in letter(TEMPLATES, tmp_path).text
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "shared"))
-    assert bytecode_cache({}, {}) is not None
+    assert bytecode_caches({}, {})[0] is not None
     assert cache_folder().stat().st_mode & 0o777 == 0o700 and cache_folder().parent.stat().st_mode & 0o777 == 0o700
     for folder in (cache_folder(), cache_folder().parent):  # another user could swap what is inside
         os.chmod(folder, 0o777)
-        assert bytecode_cache({}, {}) is None
+        assert bytecode_caches({}, {})[0] is None
         os.chmod(folder, 0o700)
-    assert bytecode_cache({}, {}) is not None
+    assert bytecode_caches({}, {})[0] is not None
 
 
 def narrow(text, width=40):
@@ -120,7 +120,7 @@ def test_a_changed_filter_or_setting_never_shares_compiled_code(cache):
     from outreach.letters import wrap
 
     def key(settings, filters):
-        return bytecode_cache(settings, filters).pattern
+        return bytecode_caches(filters, settings)[0].pattern
 
     base = key({"autoescape": False}, {"wrap": wrap})
     assert base == key({"autoescape": False}, {"wrap": wrap})
@@ -152,6 +152,6 @@ def test_no_cache_below_a_folder_anyone_may_rename_things_in(tmp_path, monkeypat
     shared.mkdir()
     monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "cache"))
     os.chmod(shared, 0o777)
-    assert bytecode_cache({}, {}) is None
+    assert bytecode_caches({}, {})[0] is None
     os.chmod(shared, 0o1777)  # sticky, as /tmp: only the owner may rename what is in it
-    assert bytecode_cache({}, {}) is not None
+    assert bytecode_caches({}, {})[0] is not None
