@@ -46,7 +46,7 @@ def main() -> None:
             f'[campaigns.bench]\ncontacts = "c.csv"\ntemplates = "{ROOT / "templates" / "korea-exception"}"\n')
         cfg = load_config(work / "config.toml")
         ledger = Ledger(cfg.database_url)
-        some = ledger.letters(limit=1)[0].id
+        some = ledger.letters.listing(limit=1)[0].id
         from cryptography.hazmat.primitives.asymmetric import ec
 
         key = ec.generate_private_key(ec.SECP256R1()).public_key()  # the webhook's; unused here

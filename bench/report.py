@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from outreach import schema as S  # noqa: E402
+from outreach.ledger import schema as S  # noqa: E402
 from outreach.geography import ALL_CODES  # noqa: E402
 from outreach.ledger import Ledger  # noqa: E402
 
@@ -41,7 +41,7 @@ EVENTS_FOR = {"delivered": ["processed", "delivered"], "opened": ["processed", "
 def build(path: Path, letters: int, events: int, seed: int = 7) -> None:
     rng = random.Random(seed)
     ledger = Ledger(f"sqlite:///{path}")
-    cid = ledger.campaign_id("bench")
+    cid = ledger.campaigns.id("bench")
     states, weights = zip(*MIX)
     codes = list(ALL_CODES)
     parties = ["Democrat", "Republican", "Independent"]

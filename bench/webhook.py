@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from outreach import schema as S  # noqa: E402
+from outreach.ledger import schema as S  # noqa: E402
 from outreach.ledger import Ledger  # noqa: E402
 from outreach.letters import letter_id  # noqa: E402
 
@@ -64,7 +64,7 @@ templates = "templates"
 
 def letters(ledger: Ledger, n: int) -> list[tuple[str, str, str]]:
     """n accepted letters: (id, email, X-Message-Id), ids as outreach makes them."""
-    cid = ledger.campaign_id("bench")
+    cid = ledger.campaigns.id("bench")
     t = time.time() - 3600
     rows = []
     for i in range(n):

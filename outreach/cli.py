@@ -1,4 +1,7 @@
-"""The `outreach` command line: a thin layer over the library; heavy imports stay inside commands."""
+"""The `outreach` command line: a thin layer over the library; heavy imports stay inside commands.
+
+The commands live in the cli_* modules; this one gathers them under one group.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +12,14 @@ from pathlib import Path
 import click
 
 from outreach import __version__
+from outreach.cli_base import App, pass_app
+from outreach.cli_ledger import letters, status
+from outreach.cli_letters import preview, send
+from outreach.cli_report import report
+from outreach.cli_schedule import schedule
+from outreach.cli_suppressions import suppressions
+from outreach.cli_tracking import events, serve
 from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK, UserError, one_line
-
-
-class App:
-    """What every command shares: the config path, loaded only by commands that need it."""
-
-    def __init__(self, config_path: Path):
-        self.config_path = config_path
-        self._config = None
-
-    @property
-    def config(self):
-        if self._config is None:
-            from outreach.config import load_config
-
-            self._config = load_config(self.config_path)
-        return self._config
-
-
-pass_app = click.make_pass_decorator(App)
-
-
-def shown(path: Path) -> str:
-    """A path as the user best reads it: relative to the current folder when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -207,7 +190,5 @@ def run(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-# Commands in their own modules register themselves on `cli` when imported.
-from outreach import (  # noqa: E402,F401
-    cli_ledger, cli_letters, cli_report, cli_schedule, cli_suppressions, cli_tracking,
-)
+for command in (preview, send, status, letters, report, serve, events, suppressions, schedule):
+    cli.add_command(command)

@@ -7,11 +7,8 @@ import time
 
 import click
 
-from outreach.cli import App, cli, pass_app
+from outreach.cli_base import App, campaign_option, pass_app
 from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
-
-campaign_option = click.option("--campaign", "-c", metavar="NAME",
-                               help="The campaign (may be left out when config.toml has one).")
 
 
 def when(t: float | None) -> str:
@@ -23,26 +20,23 @@ def iso(t: float | None) -> str | None:
 
 
 def _open(app: App, campaign: str | None):
-    from outreach.ledger import open_ledger
-
-    cfg = app.config
-    name, _ = cfg.campaign(campaign)
-    ledger = open_ledger(cfg)
-    return ledger, name, ledger.campaign_id(name, create=False)
+    name, _ = app.config.campaign(campaign)
+    ledger = app.ledger()
+    return ledger, name, ledger.campaigns.id(name, create=False)
 
 
-@cli.command()
+@click.command()
 @campaign_option
 @click.option("--json", "as_json", is_flag=True, help="Print {campaign, counts, ...} as JSON.")
 @pass_app
 def status(app: App, campaign, as_json) -> int:
     """Letters of a campaign by state: every state, zero included."""
-    from outreach.ledger import STATES
+    from outreach.states import NEEDS_ATTENTION, STATES
 
     ledger, name, campaign_id = _open(app, campaign)
-    counts = ledger.counts(campaign_id) if campaign_id is not None else dict.fromkeys(STATES, 0)
+    counts = ledger.letters.counts(campaign_id)
     total = sum(counts.values())
-    attention = {s: counts[s] for s in ("unknown", "failed") if counts[s]}
+    attention = {s: counts[s] for s in NEEDS_ATTENTION if counts[s]}
     if as_json:
         click.echo(json.dumps({"campaign": name, "counts": counts, "total": total,
                                "needs_attention": attention}, indent=2))
@@ -61,7 +55,7 @@ def status(app: App, campaign, as_json) -> int:
     return EXIT_ATTENTION if attention else EXIT_OK
 
 
-@cli.group()
+@click.group()
 def letters() -> None:
     """List, inspect and release letters recorded in the ledger."""
 
@@ -73,7 +67,7 @@ def letters() -> None:
 @pass_app
 def letters_list(app: App, campaign, state, limit) -> int:
     """One line per letter: id, state, recipient, attempts, last change, reason."""
-    from outreach.ledger import STATES
+    from outreach.states import STATES
 
     if state is not None and state not in STATES:
         raise UserError(f"--state {state!r} is not a state; states: {', '.join(STATES)}")
@@ -81,7 +75,7 @@ def letters_list(app: App, campaign, state, limit) -> int:
     if campaign_id is None:
         click.echo(f"{name}: no letters in the ledger yet")
         return EXIT_OK
-    rows = ledger.letters(campaign_id, state, limit)
+    rows = ledger.letters.listing(campaign_id, state, limit)
     for r in rows:
         reason = f"  {r.reason}" if r.reason and r.status not in ("accepted", "delivered") else ""
         click.echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
@@ -95,26 +89,22 @@ def letters_list(app: App, campaign, state, limit) -> int:
 @pass_app
 def letters_show(app: App, letter_id, show_html) -> int:
     """One letter: its state, the archived message exactly as sent, its attempts and events."""
-    from outreach.ledger import open_ledger
-
-    ledger = open_ledger(app.config)
-    r = ledger.find_letter(letter_id)
+    ledger = app.ledger()
+    r = ledger.letters.find(letter_id)
     click.echo(f"letter {r.id} ({r.campaign})")
     click.echo(f"  to: {r.name} <{r.email}>  {r.bioguide_id}")
     click.echo(f"  state: {r.status}" + (f" ({r.reason})" if r.reason else ""))
     click.echo(f"  recorded {when(r.created_at)}; last change {when(r.updated_at)}; attempts {r.attempts}")
     if r.provider_message_id:
         click.echo(f"  provider message id: {r.provider_message_id}")
-    for a in ledger.attempts_of(r.id):
+    for a in ledger.letters.attempts_of(r.id):
         status = f" HTTP {a.http_status}" if a.http_status else ""
         error = f": {a.error}" if a.error else ""
         click.echo(f"  attempt {when(a.started_at)} via {a.transport}: {a.outcome}{status} "
                    f"({a.duration_ms} ms){error}")
-    from outreach.event_store import events_of
-
-    for e in events_of(ledger, r.id):
+    for e in ledger.events.of_letter(r.id):
         click.echo(f"  event {when(e.occurred_at)}: {e.event}" + (f" ({e.detail})" if e.detail else ""))
-    archived = ledger.archived(r.id)
+    archived = ledger.letters.archived(r.id)
     if archived:
         click.echo(f"  template set: {archived['template_hash'][:16]}")
         click.echo(f"\nSubject: {archived['subject']}\n")
@@ -136,23 +126,19 @@ def letters_release(app: App, ids, all_unknown, campaign, yes) -> int:
     """
     if bool(ids) == bool(all_unknown):
         raise UserError("give letter ids or --all-unknown (one of the two)")
-    ledger, name, campaign_id = _open(app, campaign) if all_unknown else (None, None, None)
-    if ledger is None:
-        from outreach.ledger import open_ledger
-
-        ledger = open_ledger(app.config)
+    ledger, name, campaign_id = _open(app, campaign) if all_unknown else (app.ledger(), None, None)
     if all_unknown:
         if campaign_id is None:
             click.echo(f"{name}: no letters in the ledger")
             return EXIT_OK
-        count = ledger.counts(campaign_id)["unknown"]
+        count = ledger.letters.counts(campaign_id)["unknown"]
         if not count:
             click.echo(f"{name}: no unknown letters")
             return EXIT_OK
         if not yes and not click.confirm(f"Release {count} unknown letters of {name} to be sent again?", default=False):
             click.echo("Nothing released.")
             return EXIT_OK
-    released = ledger.release(campaign_id, list(ids) if ids else None, all_unknown=all_unknown)
+    released = ledger.letters.release(campaign_id, list(ids) if ids else None, all_unknown=all_unknown)
     for letter_id in released:
         click.echo(f"released {letter_id}: pending; the next `outreach send --live` sends it")
     click.echo(f"{len(released)} letters released")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from outreach.cli import App, cli, pass_app, shown
+from outreach.cli_base import App, campaign_option, pass_app, shown
 from outreach.errors import EXIT_OK, UserError
 
 
-@cli.command()
-@click.option("--campaign", "-c", metavar="NAME", help="The campaign (may be left out when config.toml has one).")
+@click.command()
+@campaign_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -19,13 +19,12 @@ from outreach.errors import EXIT_OK, UserError
 @pass_app
 def report(app: App, campaign, fmt, out) -> int:
     """How far a campaign got: the funnel, breakdowns, what needs attention, every office."""
-    from outreach.ledger import open_ledger
     from outreach.report_render import HTML_ROW_LIMIT, to_csv, to_html, to_table
     from outreach.reports import build_report, report_json
 
     cfg = app.config
     name, _ = cfg.campaign(campaign)
-    ledger = open_ledger(cfg)
+    ledger = app.ledger()
     if fmt == "json":
         text = report_json(ledger, name)
         return _write(text, out, f"{name} (json)")

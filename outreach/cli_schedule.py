@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from outreach.cli import App, cli, pass_app
+from outreach.cli_base import App, pass_app
 from outreach.errors import EXIT_OK, UserError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-@cli.group()
+@click.group()
 def schedule() -> None:
     """Scheduled batch mailings (configured in [campaigns.NAME.schedule])."""
 
@@ -45,53 +45,46 @@ def schedule_show(app: App) -> int:
     """Each scheduled campaign: state, window, next run, letters remaining, expected finish."""
     import datetime as dt
 
-    from outreach.campaign import plan_campaign
-    from outreach.ledger import open_ledger
-    from outreach.schedule import UTC, _when, expected_finish, local_midnight, next_tick
-    from outreach.state import campaign_state, sent_since
+    from outreach.office_hours import UTC, every, expected_finish, local_midnight, next_tick, when
+    from outreach.plan import plan_campaign
 
     cfg = app.config
     scheduled = {n: c.schedule for n, c in sorted(cfg.campaigns.items()) if c.schedule is not None}
     if not scheduled:
         click.echo(f"{cfg.path}: no campaign has a [campaigns.NAME.schedule] table")
         return EXIT_OK
-    ledger = open_ledger(cfg)
+    ledger = app.ledger()
     now = dt.datetime.now(UTC)
     for name, s in scheduled.items():
-        cid = ledger.campaign_id(name)
-        state = campaign_state(ledger, cid)
-        counts = ledger.counts(cid)
-        known = ledger.known(cid)
         plan = plan_campaign(cfg, name, ledger=ledger)
-        unrecorded = sum(1 for c in plan.recipients if c.key not in known)
-        remaining = counts["pending"] + counts["retry_wait"] + unrecorded
-        status = ("paused" if state["paused"] else "finished" if state["ended_at"] and not remaining
+        cid = plan.campaign_id
+        state = ledger.campaigns.state(cid)
+        counts = ledger.letters.counts(cid)
+        unrecorded = plan.new
+        remaining = len(plan.to_send) + len(plan.waiting)
+        status = ("paused" if state.paused else "finished" if state.ended_at and not remaining
                   else "live" if s.live else "not live (logs only)")
         batch = s.batch_size or cfg.delivery.batch_size
-        nxt = next_tick(now, s) if remaining and not state["paused"] else None
-        finish = expected_finish(now, s, remaining, batch, sent_since(ledger, cid, local_midnight(now, s).timestamp())) \
-            if s.live and remaining else None
+        nxt = next_tick(now, s) if remaining and not state.paused else None
+        sent_today = ledger.letters.sent_since(cid, local_midnight(now, s).timestamp()) if cid is not None else 0
+        finish = expected_finish(now, s, remaining, batch, sent_today) if s.live and remaining else None
         click.echo(f"{name}: {status}")
         click.echo(f"  window: {_days(s.days)} {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone}, "
-                   f"every {s.every_s // 60 if s.every_s % 60 == 0 else s.every_s}"
-                   f"{'m' if s.every_s % 60 == 0 else 's'}, {batch} letters a tick"
+                   f"every {every(s)}, {batch} letters a tick"
                    + (f", at most {s.daily_cap} a day" if s.daily_cap else "")
                    + ("" if s.skip_federal_holidays else ", federal holidays included"))
-        click.echo(f"  next run: {_when(nxt, s)}")
+        click.echo(f"  next run: {when(nxt, s)}")
         click.echo(f"  letters remaining: {remaining} ({unrecorded} not yet recorded)"
                    + (f"; {counts['unknown']} unknown need review" if counts["unknown"] else ""))
-        click.echo(f"  expected finish: {_when(finish, s) if finish else '-'}")
+        click.echo(f"  expected finish: {when(finish, s) if finish else '-'}")
     return EXIT_OK
 
 
 def _set_paused(app: App, name: str, paused: bool) -> int:
-    from outreach.ledger import open_ledger
-    from outreach.state import set_paused
-
     cfg = app.config
     _scheduled(cfg, name)
-    ledger = open_ledger(cfg)
-    set_paused(ledger, ledger.campaign_id(name), paused)
+    ledger = app.ledger()
+    ledger.campaigns.set_paused(ledger.campaigns.id(name), paused)
     click.echo(f"{name}: {'paused' if paused else 'resumed'}; a running scheduler honours it at its next tick")
     return EXIT_OK
 

@@ -6,11 +6,11 @@ import time
 
 import click
 
-from outreach.cli import App, cli, pass_app
+from outreach.cli_base import App, pass_app
 from outreach.errors import EXIT_OK, UserError
 
 
-@cli.group()
+@click.group()
 def suppressions() -> None:
     """Addresses never written to again (hard bounces, spam reports, unsubscribes, by hand)."""
 
@@ -19,10 +19,7 @@ def suppressions() -> None:
 @pass_app
 def suppressions_list(app: App) -> int:
     """Every suppressed address with its reason and when."""
-    from outreach.ledger import open_ledger
-    from outreach.suppressions import all_suppressions
-
-    rows = all_suppressions(open_ledger(app.config))
+    rows = app.ledger().suppressions.all()
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
         detail = f"  {r.detail}" if r.detail else ""
@@ -38,13 +35,11 @@ def suppressions_list(app: App) -> int:
 def suppressions_add(app: App, email: str, reason: str) -> int:
     """Never write to EMAIL again, in any campaign."""
     from outreach.addresses import normalise_email
-    from outreach.ledger import open_ledger
-    from outreach.suppressions import add
 
     normal, problem = normalise_email(email.strip())
     if problem:
         raise UserError(f"{email!r}: not a valid email address: {problem}")
-    if add(open_ledger(app.config), normal, "manual", reason):
+    if app.ledger().suppressions.add(normal, "manual", reason):
         click.echo(f"{normal}: suppressed ({reason}); later sends and follow-ups skip it")
     else:
         click.echo(f"{normal}: already suppressed")
@@ -56,10 +51,7 @@ def suppressions_add(app: App, email: str, reason: str) -> int:
 @pass_app
 def suppressions_remove(app: App, email: str) -> int:
     """Write to EMAIL again: its skipped letters go back to pending at the next live run."""
-    from outreach.ledger import open_ledger
-    from outreach.suppressions import remove
-
-    if not remove(open_ledger(app.config), email):
+    if not app.ledger().suppressions.remove(email):
         raise UserError(f"{email}: not on the suppression list (`outreach suppressions list`)")
     click.echo(f"{email}: no longer suppressed")
     return EXIT_OK

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from outreach.cli import App, cli, pass_app
+from outreach.cli_base import App, pass_app
 from outreach.errors import EXIT_OK, UserError, one_line
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="The port.")
 @pass_app
@@ -26,10 +26,8 @@ def serve(app: App, host: str, port: int) -> int:
 
     import uvicorn
 
-    from outreach.ledger import open_ledger
-    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env
-
     from outreach.dashboard import dashboard_routes, is_loopback
+    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env
 
     cfg = app.config
     key = public_key_from_env(cfg)
@@ -40,7 +38,7 @@ def serve(app: App, host: str, port: int) -> int:
         if not token:
             raise UserError(f"--host {host} reaches beyond this machine: export a dashboard token in "
                             f"${cfg.dashboard.token_env} ([dashboard] token_env names it), or serve on 127.0.0.1")
-    ledger = open_ledger(cfg)
+    ledger = app.ledger()
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bound = sock.getsockname()[1]
@@ -74,7 +72,7 @@ def _host_in_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-@cli.group()
+@click.group()
 def events() -> None:
     """SendGrid events: record an exported file, review the ones that matched no letter."""
 
@@ -84,9 +82,8 @@ def events() -> None:
 @pass_app
 def events_ingest(app: App, file: Path) -> int:
     """Record events from FILE.json (a JSON array, as SendGrid posts them), without a signature check."""
-    from outreach.event_store import IngestResult, ingest
     from outreach.events import EventError, parse_body
-    from outreach.ledger import open_ledger
+    from outreach.ledger.event_store import IngestResult
 
     try:
         raw = file.read_bytes()
@@ -98,14 +95,12 @@ def events_ingest(app: App, file: Path) -> int:
         parsed = parse_body(raw)
     except EventError as e:
         raise UserError(*(f"{file}: {p}; nothing was recorded" for p in e.problems)) from None
-    ledger = open_ledger(app.config)
+    ledger = app.ledger()
     result = IngestResult()
     # A transaction per 10,000 events: a big export never holds the ledger for long, and
     # running it again after an interruption stores only what is missing.
     for start in range(0, len(parsed), 10_000):
-        part = ingest(ledger, parsed[start:start + 10_000])
-        for name in vars(result):
-            setattr(result, name, getattr(result, name) + getattr(part, name))
+        result.add(ledger.events.ingest(parsed[start:start + 10_000]))
     click.echo(f"{file}: {result.received} events, {result.stored} new ({result.duplicates} already recorded); "
                f"{result.matched} matched letters, {result.letters_changed} letters changed state")
     if result.tests:
@@ -122,12 +117,10 @@ def events_ingest(app: App, file: Path) -> int:
 def events_unmatched(app: App, limit: int, as_json: bool) -> int:
     """Events that matched no letter (kept for review), newest first."""
     from outreach.cli_ledger import iso, when
-    from outreach.event_store import count_unmatched, unmatched_events
-    from outreach.ledger import open_ledger
 
-    ledger = open_ledger(app.config)
-    rows = unmatched_events(ledger, limit)
-    total = count_unmatched(ledger)
+    ledger = app.ledger()
+    rows = ledger.events.unmatched(limit)
+    total = ledger.events.count_unmatched()
     if as_json:
         click.echo(json.dumps({"total": total, "events": [
             {"id": e.id, "event": e.event, "occurred_at": iso(e.occurred_at), "received_at": iso(e.received_at),

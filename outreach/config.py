@@ -13,120 +13,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from outreach.config_table import Table, email_problem, env_problem
 from outreach.errors import UserError
 
 DEFAULT_CONFIG = "config.toml"
 CAMPAIGN_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MISSING: Any = object()
-
-
-class _Table:
-    """One TOML table being read: typed getters that record problems instead of raising."""
-
-    def __init__(self, data: dict, where: str, problems: list[str], path: Path):
-        self.data = data
-        self.where = where          # "[delivery]" or "[campaigns.x.audience]"
-        self.problems = problems
-        self.path = path
-        self.seen: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.where} {key}" if self.where else key
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{self.path}: {self._key(key)}: {message}")
-
-    def get(self, key: str, kind: type | tuple, default: Any = _MISSING, what: str = "",
-            check: Callable[[Any], str | None] | None = None) -> Any:
-        self.seen.add(key)
-        if key not in self.data:
-            if default is _MISSING:
-                self.problems.append(f"{self.path}: {self._key(key)} is required")
-                return None
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # TOML integers are fine where a number is wanted; booleans never are.
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            self.problem(key, f"should be {what or _kind_name(kinds)} (got {value!r})")
-            return default if default is not _MISSING else None
-        if check is not None:
-            message = check(value)
-            if message:
-                self.problem(key, f"{message} (got {value!r})")
-                return default if default is not _MISSING else None
-        return value
-
-    def text(self, key: str, default: Any = _MISSING, check=None) -> Any:
-        return self.get(key, str, default, "a string in quotes", check)
-
-    def number(self, key: str, default: Any, low: float, high: float, integer: bool = False) -> Any:
-        def in_range(v):
-            return None if low < v <= high else f"should be more than {low:g} and at most {high:g}"
-
-        value = self.get(key, int if integer else (int, float), default,
-                         "a whole number" if integer else "a number", in_range)
-        return value if integer or value is None else float(value)
-
-    def strings(self, key: str, check=None) -> list[str]:
-        value = self.get(key, list, [], "a list of strings, like [\"a\", \"b\"]")
-        out = []
-        for item in value or []:
-            if not isinstance(item, str):
-                self.problem(key, f"should hold only strings (got {item!r})")
-                continue
-            message = check(item) if check else None
-            if message:
-                self.problem(key, f"{message} (got {item!r})")
-                continue
-            out.append(item)
-        return out
-
-    def table(self, key: str, required: bool = False) -> "_Table":
-        self.seen.add(key)
-        value = self.data.get(key, _MISSING)
-        where = f"[{key}]" if not self.where else f"[{self.where.strip('[]')}.{key}]"
-        if value is _MISSING:
-            if required:
-                self.problems.append(f"{self.path}: {where} is required")
-            value = {}
-        elif not isinstance(value, dict):
-            self.problems.append(f"{self.path}: {self._key(key)}: should be a table ([{key}] section)")
-            value = {}
-        return _Table(value, where, self.problems, self.path)
-
-    def done(self) -> None:
-        """Every key not read is unknown: name it."""
-        for key in self.data:
-            if key not in self.seen:
-                self.problems.append(f"{self.path}: unknown key {self._key(key)}; "
-                                     "check its spelling or remove it")
-
-
-def _kind_name(kinds: tuple) -> str:
-    names = {str: "a string", int: "a number", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
-
-
-def _email_problem(value: str) -> str | None:
-    from outreach.addresses import check_email
-
-    problem = check_email(value)
-    return f"not a valid email address: {problem}" if problem else None
-
-
-def _env_problem(value: str) -> str | None:
-    if ENV_NAME.match(value):
-        return None
-    return "should be the NAME of an environment variable (letters, digits, _), not its value"
-
-
-def _url_problem(value: str) -> str | None:
-    return None if re.match(r"^https?://[^/\s]+", value) else "should be a URL like https://api.sendgrid.com"
 
 
 @dataclass(frozen=True)
@@ -152,13 +45,6 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class SendGrid:
-    api_host: str = "https://api.sendgrid.com"
-    api_key_env: str = "SENDGRID_API_KEY"
-    webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"
-
-
-@dataclass(frozen=True)
 class Webhook:
     max_age_s: float = 600.0                 # older (or future) signed timestamps are refused
     max_body_bytes: int = 16 * 1024 * 1024   # larger posts get 413
@@ -169,19 +55,7 @@ class Dashboard:
     token_env: str = "OUTREACH_DASHBOARD_TOKEN"   # required when `serve` binds beyond loopback
 
 
-@dataclass(frozen=True)
-class SMTP:
-    host: str = ""
-    port: int = 587
-    security: str = "starttls"      # starttls, ssl or none
-    username_env: str | None = None
-    password_env: str | None = None
-
-
-SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
-
-
-FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered")
+FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered")   # outreach.states.FOLLOW_UP
 
 
 @dataclass(frozen=True)
@@ -226,32 +100,30 @@ class Campaign:
 class Settings:
     sender: Sender
     delivery: Delivery = Delivery()
-    sendgrid: SendGrid = SendGrid()
     database_url: str | None = None
     campaigns: dict[str, Campaign] = field(default_factory=dict)
-    smtp: SMTP | None = None
     webhook: Webhook = Webhook()
     dashboard: Dashboard = Dashboard()
-
-
-TRANSPORTS = ("outbox", "sendgrid", "smtp")
+    transports: dict[str, Any] = field(default_factory=dict)   # each transport's own table, read by it
 
 
 def _read_settings(data: dict, path: Path) -> Settings:
     problems: list[str] = []
-    top = _Table(data, "", problems, path)
+    top = Table(data, "", problems, path)
 
     s = top.table("sender", required=True)
     sender = Sender(
         name=s.text("name", check=lambda v: None if v.strip() else "should not be empty"),
-        email=s.text("email", check=_email_problem),
-        reply_to=s.text("reply_to", None, check=_email_problem),
+        email=s.text("email", check=email_problem),
+        reply_to=s.text("reply_to", None, check=email_problem),
         organization=s.text("organization", None),
         address=s.text("address", None),
         phone=s.text("phone", None),
-        test_to=tuple(s.strings("test_to", check=_email_problem)),
+        test_to=tuple(s.strings("test_to", check=email_problem)),
     )
     s.done()
+
+    from outreach.transports import TRANSPORTS, read_settings as transport_settings
 
     d = top.table("delivery")
     delivery = Delivery(
@@ -266,30 +138,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
     )
     d.done()
 
-    g = top.table("sendgrid")
-    sendgrid = SendGrid(
-        api_host=(g.text("api_host", SendGrid.api_host, check=_url_problem) or "").rstrip("/"),
-        api_key_env=g.text("api_key_env", SendGrid.api_key_env, check=_env_problem),
-        webhook_public_key_env=g.text("webhook_public_key_env", SendGrid.webhook_public_key_env,
-                                      check=_env_problem),
-    )
-    g.done()
-
-    smtp = None
-    if "smtp" in data:
-        m = top.table("smtp")
-        security = m.text("security", "starttls", check=lambda v: None if v in SMTP_PORTS
-                          else "should be \"starttls\", \"ssl\" or \"none\"") or "starttls"
-        smtp = SMTP(
-            host=m.text("host"),
-            port=m.number("port", SMTP_PORTS[security], 0, 65535, integer=True),
-            security=security,
-            username_env=m.text("username_env", None, check=_env_problem),
-            password_env=m.text("password_env", None, check=_env_problem),
-        )
-        m.done()
-    else:
-        top.seen.add("smtp")
+    transports = transport_settings(top.table)
 
     w = top.table("webhook")
     webhook = Webhook(
@@ -299,7 +148,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
     w.done()
 
     b = top.table("dashboard")
-    dashboard = Dashboard(token_env=b.text("token_env", Dashboard.token_env, check=_env_problem))
+    dashboard = Dashboard(token_env=b.text("token_env", Dashboard.token_env, check=env_problem))
     b.done()
 
     db = top.table("database")
@@ -336,10 +185,10 @@ def _read_settings(data: dict, path: Path) -> Settings:
     top.done()
     if problems:
         raise UserError(*problems)
-    return Settings(sender, delivery, sendgrid, database_url, campaigns, smtp, webhook, dashboard)
+    return Settings(sender, delivery, database_url, campaigns, webhook, dashboard, transports)
 
 
-def _seen(table: _Table, key: str) -> None:
+def _seen(table: Table, key: str) -> None:
     table.seen.add(key)
     return None
 
@@ -385,7 +234,7 @@ def parse_every(value: str) -> int | None:
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-def _read_schedule(t: _Table) -> Schedule:
+def _read_schedule(t: Table) -> Schedule:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     tz_name = t.text("timezone", Schedule.timezone)
@@ -441,7 +290,7 @@ def _read_schedule(t: _Table) -> Schedule:
     return schedule
 
 
-def _read_audience(a: _Table) -> Audience:
+def _read_audience(a: Table) -> Audience:
     from outreach.contacts import normalise_chamber
     from outreach.geography import normalise_state
 
@@ -481,16 +330,18 @@ class Config:
         return self.settings.delivery
 
     @property
-    def sendgrid(self) -> SendGrid:
-        return self.settings.sendgrid
+    def sendgrid(self):
+        """The [sendgrid] table (the webhook's key comes from it too)."""
+        return self.settings.transports["sendgrid"]
+
+    def transport_settings(self, name: str):
+        """A transport's own config table, as that transport read it (None: no table)."""
+        return self.settings.transports.get(name)
 
     @property
     def campaigns(self) -> dict[str, Campaign]:
         return self.settings.campaigns
 
-    @property
-    def smtp(self) -> SMTP | None:
-        return self.settings.smtp
 
     @property
     def webhook(self) -> Webhook:

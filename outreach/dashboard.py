@@ -112,7 +112,7 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
         from outreach.reports import build_report
 
         name = request.path_params["name"]
-        if ledger.campaign_id(name, create=False) is None and name not in cfg.campaigns:
+        if ledger.campaigns.id(name, create=False) is None and name not in cfg.campaigns:
             raise HTTPException(404, f"no campaign {name!r}")
         page_no = _page(request)
         report = build_report(ledger, name, letters_limit=PAGE_SIZE, letters_offset=(page_no - 1) * PAGE_SIZE)
@@ -136,26 +136,24 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
         from starlette.exceptions import HTTPException
 
         from outreach.errors import UserError
-        from outreach.event_store import events_of
 
         try:
-            row = ledger.find_letter(request.path_params["letter_id"])
+            row = ledger.letters.find(request.path_params["letter_id"])
         except UserError as e:
             raise HTTPException(404, e.problems[0]) from None
         import base64
 
-        archived = ledger.archived(row.id)
+        archived = ledger.letters.archived(row.id)
         # The letter's HTML in a sandboxed frame of its own: no script, no access to this page.
         html_b64 = base64.b64encode(archived["html"].encode()).decode() if archived else ""
-        return page("dashboard/letter.html.j2", request, l=row, when=_when, attempts=ledger.attempts_of(row.id),
-                    events=events_of(ledger, row.id), archived=archived, html_b64=html_b64)
+        return page("dashboard/letter.html.j2", request, l=row, when=_when,
+                    attempts=ledger.letters.attempts_of(row.id), events=ledger.events.of_letter(row.id),
+                    archived=archived, html_b64=html_b64)
 
     async def unmatched(request):
-        from outreach.event_store import count_unmatched, unmatched_events
-
         page_no = _page(request)
-        rows = unmatched_events(ledger, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
-        total = count_unmatched(ledger)
+        rows = ledger.events.unmatched(limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
+        total = ledger.events.count_unmatched()
         return page("dashboard/unmatched.html.j2", request, rows=rows, total=total, when=_when,
                     prev=f"/unmatched?page={page_no - 1}" if page_no > 1 else None,
                     next=f"/unmatched?page={page_no + 1}" if page_no * PAGE_SIZE < total else None)
@@ -230,52 +228,29 @@ def _when(t: float | None) -> str:
 
 def _campaign_rows(cfg, ledger) -> list[dict]:
     """One row per campaign in config or in the ledger: state, progress, last activity."""
-    from sqlalchemy import func, select
+    from outreach import states
 
-    from outreach import schema as S
-    from outreach.state import campaign_state
-
-    L = S.letters.c
-    with ledger.engine.connect() as db:
-        in_ledger = {r.name: r.id for r in db.execute(select(S.campaigns.c.name, S.campaigns.c.id))}
-        last = dict(db.execute(select(L.campaign_id, func.max(L.updated_at)).group_by(L.campaign_id)).all())
+    in_ledger = ledger.campaigns.names()
+    last = ledger.reports.last_activity()
     rows = []
     for name in sorted(set(cfg.campaigns) | set(in_ledger)):
         cid = in_ledger.get(name)
-        counts = ledger.counts(cid) if cid is not None else {}
+        counts = ledger.letters.counts(cid)
         total = sum(counts.values())
-        sent = total - counts.get("pending", 0) - counts.get("retry_wait", 0) - counts.get("skipped", 0)
-        delivered = sum(counts.get(s, 0) for s in ("delivered", "opened", "clicked", "spamreport", "unsubscribed"))
+        sent = total - sum(counts[s] for s in states.TO_SEND) - counts["skipped"]
+        delivered = sum(counts[s] for s in states.REACHED["delivered"])
         schedule = cfg.campaigns[name].schedule if name in cfg.campaigns else None
-        st = campaign_state(ledger, cid) if cid is not None else {"paused": False, "ended_at": None}
-        state = ("paused" if st["paused"] else "finished" if st["ended_at"] else
+        st = ledger.campaigns.state(cid)
+        state = ("paused" if st.paused else "finished" if st.ended_at else
                  ("scheduled" + ("" if schedule.live else " (not live)")) if schedule else
                  "not in config.toml" if name not in cfg.campaigns else "sent by hand" if total else "not started")
         rows.append({"name": name, "state": state, "letters": total, "sent": sent, "delivered": delivered,
-                     "attention": counts.get("unknown", 0) + counts.get("failed", 0) + counts.get("bounced", 0),
+                     "attention": sum(counts[s] for s in states.NEEDS_ATTENTION) + counts["bounced"],
                      "progress": round(100 * sent / total) if total else 0, "last": _when(last.get(cid))})
     return rows
 
 
 def search_offices(ledger, q: str, page_no: int = 1) -> tuple[list, bool]:
     """Letters whose office matches `q` (name, state, bioguide id or email), a page at a time."""
-    from sqlalchemy import func, or_, select
-
-    from outreach import schema as S
-
-    L = S.letters.c
-    needle = q.strip()
-    like = f"%{needle.lower()}%"
-    cond = [func.lower(L.name).like(like), L.email_key.like(like)]
-    if len(needle) == 2 and needle.isalpha():
-        cond.append(L.state_code == needle.upper())
-    if needle[:1].isalpha() and needle[1:].isdigit():
-        cond.append(L.bioguide_id == needle.upper())
-    query = (select(L.id, L.name, L.email, L.bioguide_id, L.chamber, L.state_code, L.district, L.status,
-                    L.updated_at, S.campaigns.c.name.label("campaign"))
-             .join(S.campaigns).where(or_(*cond))
-             .order_by(L.state_code, L.name, S.campaigns.c.name).limit(PAGE_SIZE + 1)
-             .offset((page_no - 1) * PAGE_SIZE))
-    with ledger.engine.connect() as db:
-        rows = db.execute(query).all()
+    rows = ledger.reports.search_offices(q, PAGE_SIZE + 1, (page_no - 1) * PAGE_SIZE)
     return rows[:PAGE_SIZE], len(rows) > PAGE_SIZE

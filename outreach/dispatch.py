@@ -1,8 +1,9 @@
-"""The dispatcher: recorded letters out through a transport, at a precise rate, with retries.
+"""The dispatcher: letters out through a transport, at a precise rate, with retries.
 
 The decisions (what an answer means for the letter, how long to back off or
-pause) are pure functions; the Dispatcher wires them to the ledger, the
-transport, a shared rate limiter and a pool of worker threads.
+pause) are pure functions; the Dispatcher wires them to a recorder (the
+ledger's claims and finishes, or nothing for a dry run), the transport, a
+shared rate limiter and a pool of worker threads.
 """
 
 from __future__ import annotations
@@ -11,12 +12,9 @@ import heapq
 import random
 import threading
 import time
-import uuid
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
-from outreach.ledger import Ledger, LetterRecord
 from outreach.message import Message
 from outreach.transports import SendResult
 
@@ -115,7 +113,29 @@ class RateLimiter:
 # -- the dispatcher ----------------------------------------------------------------------------------
 
 @dataclass
-class RunSummary:
+class Outgoing:
+    """One letter to send: its id, its message, and how many times it was tried before."""
+
+    letter_id: str
+    message: Message
+    attempts: int = 0
+
+
+class NoRecord:
+    """The recorder of a dry run or of test copies: every letter may go, nothing is written."""
+
+    def claim(self, letter_id: str) -> bool:
+        return True
+
+    def finish(self, letter_id: str, status: str, **details) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class DispatchSummary:
     accepted: int = 0
     failed: int = 0
     unknown: int = 0
@@ -131,165 +151,183 @@ class RunSummary:
 
 
 class Dispatcher:
-    """Sends a campaign's due letters: `concurrency` workers, one rate limit, retries in the run."""
+    """Sends letters in the order given: `concurrency` workers, one rate limit, retries in the run.
 
-    def __init__(self, ledger: Ledger, campaign_id: int, transport, make_message: Callable[[LetterRecord], Message],
-                 delivery, *, clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
-                 on_done: Callable[[str, str], None] | None = None, batch_size: int | None = None):
-        self.ledger = ledger
-        self.campaign_id = campaign_id
+    A transport that is not paced (the outbox) is written in the calling thread,
+    one letter after another, as fast as it goes.
+    """
+
+    def __init__(self, transport, recorder, *, rate_per_minute: float, concurrency: int, max_attempts: int,
+                 clock: Callable[[], float] = time.time, rng: Callable[[], float] = random.random,
+                 on_done: Callable[[Outgoing, str, SendResult], None] | None = None):
         self.transport = transport
-        self.make_message = make_message
-        self.max_attempts = delivery.max_attempts
-        self.concurrency = delivery.concurrency
-        self.batch_size = batch_size or delivery.batch_size
-        self.limiter = RateLimiter(delivery.rate_per_minute)
+        self.recorder = recorder
+        paced = getattr(transport, "paced", True)
+        self.limiter = RateLimiter(rate_per_minute) if paced else None
+        self.concurrency = concurrency if paced else 1
+        self.max_attempts = max_attempts
         self.clock = clock
         self.rng = rng
-        self.on_done = on_done or (lambda letter_id, status: None)
-        self.owner = uuid.uuid4().hex
-        self.summary = RunSummary()
-        self._stop = threading.Event()
+        self.on_done = on_done or (lambda item, status, result: None)
+        self.summary = DispatchSummary()
+        self._asked: str | None = None               # a stop asked for (a plain attribute: signal-safe)
+        self._stopped = threading.Event()
         self._cond = threading.Condition()
-        self._ready: deque[str] = deque()
-        self._later: list[tuple[float, str]] = []   # (when, letter id): retries within this run
-        self._seen: set[str] = set()
-        self._records: dict[str, LetterRecord] = {}   # the batch's archived messages, loaded together
-        self._taken = 0
+        self._later: list[tuple[float, int, Outgoing]] = []   # retries within this run, by when
+        self._seq = 0
         self._in_flight = 0
-        self._limit: int | None = None
-        self._only: set[str] | None = None
-        self._exhausted = False
+        self._source: Iterator[Outgoing] | None = None
+        self._source_lock = threading.Lock()
         self._error: BaseException | None = None
+        self._retry_in_run = True
 
     def stop(self, why: str = "stopped") -> None:
-        """Take no new letters; the ones in flight finish and are recorded."""
-        with self._cond:
-            if self.summary.stopped is None:
-                self.summary.stopped = why
-            self._stop.set()
-            self._cond.notify_all()
+        """Take no new letters; the ones in flight finish and are recorded. Safe in a signal handler."""
+        self._asked = self._asked or why
 
-    def run(self, limit: int | None = None, retry_in_run: bool = True, only: set[str] | None = None) -> RunSummary:
-        """Send due letters (at most `limit` new ones, only those in `only` if given) until none
-        is left or the run is stopped."""
-        self._limit = limit
-        self._only = only
+    def run(self, letters: Iterable[Outgoing], retry_in_run: bool = True) -> DispatchSummary:
+        """Send the letters, in their order, until none is left or the run is stopped.
+
+        `letters` may be a generator that records each letter before yielding it."""
+        self._source = iter(letters)
         self._retry_in_run = retry_in_run
-        self.store = self.ledger.group_writer()
-        workers = [threading.Thread(target=self._work, name=f"sender-{i}", daemon=True)
-                   for i in range(self.concurrency)]
         try:
-            for w in workers:
-                w.start()
-            for w in workers:
-                while w.is_alive():
-                    w.join(0.2)  # short joins keep the main thread free to take signals
+            if self.limiter is None:  # written here, one after another (a stop is seen between letters)
+                self._work_here()
+            else:
+                workers = [threading.Thread(target=self._work, name=f"sender-{i}", daemon=True)
+                           for i in range(self.concurrency)]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    while w.is_alive():
+                        w.join(0.2)  # short joins keep this thread free to take signals
+                        if self._asked and not self._stopped.is_set():
+                            self._halt(self._asked)
         finally:
-            self.store.close()
+            self.recorder.close()
         if self._error is not None:
             raise self._error
         return self.summary
 
-    # -- the queue ----------------------------------------------------------------------------
-
-    def _refill(self) -> bool:
-        """Take the next batch of due letters from the ledger (called with the condition held)."""
-        if self._exhausted:
-            return False
-        room = self.batch_size if self._limit is None else min(self.batch_size, self._limit - self._taken)
-        if room <= 0:
-            self._exhausted = True
-            return False
-        due = self.ledger.due(self.campaign_id, limit=None if self._only is not None else room + len(self._seen))
-        fresh = [i for i in due if i not in self._seen and (self._only is None or i in self._only)]
-        fresh = fresh[:room]
-        if not fresh:
-            self._exhausted = True
-            return False
-        self._seen.update(fresh)
-        self._records.update(self.ledger.load_many(fresh))
-        # A letter without an archived message is never sent blind: it waits, untouched.
-        fresh = [i for i in fresh if i in self._records]
-        self._taken += len(fresh)
-        self._ready.extend(fresh)
-        return True
-
-    def _next(self) -> str | None:
+    def _halt(self, why: str) -> None:
         with self._cond:
-            while True:
-                if self._stop.is_set():
-                    return None
-                if self._ready:
-                    self._in_flight += 1
-                    return self._ready.popleft()
-                now = self.clock()
-                if self._later and self._later[0][0] <= now:
-                    self._in_flight += 1
-                    return heapq.heappop(self._later)[1]
-                if self._refill():
-                    continue
-                if self._in_flight == 0 and not self._later:
-                    self._cond.notify_all()
-                    return None
-                timeout = (self._later[0][0] - now) if self._later else None
-                self._cond.wait(timeout if timeout is None else max(timeout, 0.01))
-
-    def _done(self, letter_id: str, retry_at: float | None = None) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            if retry_at is not None and not self._stop.is_set():
-                heapq.heappush(self._later, (retry_at, letter_id))
+            if self.summary.stopped is None:
+                self.summary.stopped = why
+            self._stopped.set()
             self._cond.notify_all()
 
-    # -- one worker ------------------------------------------------------------------------------
+    # -- the queue ------------------------------------------------------------------------------
+
+    def _take(self) -> Outgoing | None:
+        """The next letter: a retry that has come due, else the next one given, else wait for a
+        retry; None when there is nothing more (or the run stops)."""
+        while True:
+            if self._asked and not self._stopped.is_set():
+                self._halt(self._asked)
+            with self._cond:
+                if self._stopped.is_set():
+                    return None
+                if self._later and self._later[0][0] <= self.clock():
+                    self._in_flight += 1
+                    return heapq.heappop(self._later)[2]
+                reading = self._source is not None
+            if reading:
+                with self._source_lock:
+                    item = next(self._source, None) if self._source is not None else None
+                    if item is None:
+                        self._source = None
+                if item is not None:
+                    with self._cond:
+                        self._in_flight += 1
+                    return item
+                continue
+            with self._cond:
+                if self._stopped.is_set():
+                    return None
+                if not self._later and self._in_flight == 0:
+                    self._cond.notify_all()
+                    return None
+                wait = (self._later[0][0] - self.clock()) if self._later else 0.2
+                if wait > 0:
+                    self._cond.wait(min(max(wait, 0.01), 0.2))
+
+    def _done(self, item: Outgoing, retry_at: float | None) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if retry_at is not None and not self._stopped.is_set():
+                self._seq += 1
+                heapq.heappush(self._later, (retry_at, self._seq, item))
+            self._cond.notify_all()
+
+    # -- one worker --------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            letter_id = self._next()
-            if letter_id is None:
+            try:
+                item = self._take()
+            except BaseException as e:  # noqa: BLE001 - the letters could not be prepared: the run stops
+                self._fail(e)
+                return
+            if item is None:
                 return
             retry_at = None
             try:
-                retry_at = self._send_one(letter_id)
+                retry_at = self._send_one(item)
             except BaseException as e:  # noqa: BLE001 - a broken ledger stops the run; the letter stays `sending`
-                with self._cond:
-                    self._error = self._error or e
-                self.stop("an error stopped the run")
+                self._fail(e)
             finally:
-                self._done(letter_id, retry_at)
+                self._done(item, retry_at)
 
-    def _send_one(self, letter_id: str) -> float | None:
-        if not self.limiter.wait(self._stop):
+    def _work_here(self) -> None:
+        """The letters one after another in this thread, as fast as the transport takes them:
+        no queue, no lock; a stop asked for is seen between letters."""
+        for item in self._source:
+            if self._asked:
+                self._halt(self._asked)
+                return
+            self._in_flight = 1
+            retry_at = self._send_one(item)
+            self._in_flight = 0
+            if retry_at is not None:  # not from a transport written here; kept for any that may answer so
+                self._seq += 1
+                heapq.heappush(self._later, (retry_at, self._seq, item))
+        self._source = None
+        self._work()  # retries, if any were asked for
+
+    def _fail(self, error: BaseException) -> None:
+        with self._cond:
+            self._error = self._error or error
+        self._halt("an error stopped the run")
+
+    def _send_one(self, item: Outgoing) -> float | None:
+        if self.limiter is not None and not self.limiter.wait(self._stopped):
             return None
-        if not self.store.claim(letter_id, self.owner):
-            return None  # someone (the operator) moved it meanwhile
-        record = self._records[letter_id]
-        record.attempts += 1  # as the claim did in the ledger
+        if self._stopped.is_set() or self._asked or not self.recorder.claim(item.letter_id):
+            return None  # stopping; or someone (the operator) moved the letter meanwhile
+        item.attempts += 1  # as the claim did in the ledger
         started = self.clock()
         t0 = time.perf_counter()
-        result = self.transport.send(self.make_message(record))
+        result = self.transport.send(item.message)
         duration_ms = int((time.perf_counter() - t0) * 1000)
-        decision = decide(result, record.attempts, self.max_attempts, self.clock(), self.rng)
+        decision = decide(result, item.attempts, self.max_attempts, self.clock(), self.rng)
         retry_at = (started + decision.retry_in) if decision.retry_in is not None else None
         attempt = {"started_at": started, "duration_ms": duration_ms, "transport": self.transport.name,
                    "outcome": result.outcome, "http_status": result.status, "error": result.error}
-        self.store.finish(letter_id, decision.status, attempt=attempt, reason=decision.reason,
-                           message_id=result.message_id, retry_at=retry_at, refund=decision.refund)
+        self.recorder.finish(item.letter_id, decision.status, attempt=attempt, reason=decision.reason,
+                             message_id=result.message_id, retry_at=retry_at, refund=decision.refund)
         if decision.refund:
-            record.attempts -= 1
-        self._count(letter_id, result, decision)
-        if decision.pause_s:
+            item.attempts -= 1
+        self._count(item.letter_id, result, decision)
+        if decision.pause_s and self.limiter is not None:
             self.limiter.pause(decision.pause_s)
         if decision.stop:
             with self._cond:
                 self.summary.unauthorized = True
-            self.stop(f"credentials refused: {result.error}")
-        self.on_done(letter_id, decision.status)
+            self._halt(f"credentials refused: {result.error}")
+        self.on_done(item, decision.status, result)
         if decision.status == "retry_wait" and self._retry_in_run:
             return retry_at
-        with self._cond:
-            self._records.pop(letter_id, None)  # done with in this run: its text need not stay in memory
         return None
 
     def _count(self, letter_id: str, result: SendResult, decision: Decision) -> None:

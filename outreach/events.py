@@ -2,8 +2,9 @@
 
 The decisions are pure functions: `parse_events` (what is a well-formed event),
 `dedupe_key`, `match_event` (which letter an event is about), `latest_send` and
-`letter_state` (what a letter's events together mean). outreach.event_store
-wires them to the ledger.
+`letter_state` (what a letter's events together mean), `suppression_for` (which
+events put an address on the suppression list). outreach.ledger.event_store
+runs them against the database.
 
 State precedence (`letter_state`), computed from ALL the stored events of the
 letter's latest send, so the order they arrive in does not matter:
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Iterable, NamedTuple
 
+from outreach import states
 from outreach.errors import one_line
-from outreach.ledger import LEFT_US
 
 CHAIN = {"processed": 1, "deferred": 2, "delivered": 3, "open": 4, "click": 5}
 CHAIN_STATES = ("accepted", "accepted", "deferred", "delivered", "opened", "clicked")
@@ -227,7 +228,7 @@ def match_event(ev: Event, by_id: dict[str, Candidate], by_message: dict[str, li
         if found:
             return _latest(found), "message_id"
     if email is not None:
-        found = [c for c in by_email.get(email, []) if c.status in LEFT_US
+        found = [c for c in by_email.get(email, []) if c.status in states.SENT
                  and (c.accepted_at is None or c.accepted_at <= ev.occurred_at + EMAIL_MATCH_SLACK_S)]
         if found:
             return _latest(found), "email"
@@ -307,6 +308,22 @@ def next_state(current: str, events: list[Seen]) -> tuple[str, str | None] | Non
     sending, retry_wait, failed or unknown becomes accepted (or later): it is
     never sent again. A skipped letter was never sent by us and stays skipped.
     """
-    if not events or current == "skipped":
+    if not events or not states.by_events(current):
         return None
     return letter_state(events)
+
+
+# Events that suppress an address, and the reason recorded for each.
+SUPPRESSING_EVENTS = {"spamreport": "spamreport", "unsubscribe": "unsubscribe",
+                      "group_unsubscribe": "unsubscribe"}
+
+
+def suppression_for(event: str, bounce_type: str | None = None) -> str | None:
+    """The suppression an event causes, if any: hard bounces, spam reports, unsubscribes.
+
+    A bounce of type `blocked` is the receiving server refusing for now (often a
+    policy or reputation block), not a dead address: it is retried, not suppressed.
+    """
+    if event == "bounce":
+        return "bounce" if (bounce_type or "bounce") != "blocked" else None
+    return SUPPRESSING_EVENTS.get(event)

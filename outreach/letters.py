@@ -72,8 +72,6 @@ class TemplateSet:
         import jinja2
         import jinja2.meta
 
-        from outreach.template_cache import bytecode_caches
-
         self.folder = folder
         self.campaign = campaign
         self.sender = sender
@@ -89,13 +87,10 @@ class TemplateSet:
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, auto_reload=False)
         # Escaping follows the entry point, not the file name, so one partial can
         # serve both letters and be escaped exactly when it lands in HTML.
-        filters = {"wrap": wrap}
-        kinds = (dict(common, autoescape=False), dict(common, autoescape=True))
-        self._text_env, self._html_env = (
-            jinja2.Environment(bytecode_cache=cache, **settings)
-            for settings, cache in zip(kinds, bytecode_caches(filters, *kinds)))
+        self._text_env = jinja2.Environment(autoescape=False, **common)
+        self._html_env = jinja2.Environment(autoescape=True, **common)
         for env in (self._text_env, self._html_env):
-            env.filters.update(filters)
+            env.filters["wrap"] = wrap
         with self._template_errors(None):
             if subject is not None:
                 source, self._subject_name = subject, "[campaign] subject"

@@ -34,6 +34,7 @@ class Message:
     html: str
     reply_to: str | None = None
     is_test: bool = False
+    bioguide_id: str = ""          # the office, for the outbox's manifest (never sent)
 
     def as_test_to(self, address: str) -> "Message":
         """The same letter sent to `address` instead, marked [TEST] in the subject."""
@@ -47,7 +48,7 @@ def message_for(letter, sender, campaign: str) -> Message:
         from_name=sender.name, from_email=sender.email,
         to_name=letter.to_name, to_email=letter.to_email,
         subject=letter.subject, text=letter.text, html=letter.html,
-        reply_to=sender.reply_to,
+        reply_to=sender.reply_to, bioguide_id=letter.contact.bioguide_id,
     )
 
 

@@ -100,13 +100,12 @@ def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Ca
     from starlette.routing import Route
 
     key = public_key if public_key is not None else public_key_from_env(cfg)
-    posts = PostQueue(ledger)
-    receiver = EventReceiver(posts, key, cfg.webhook.max_age_s, cfg.webhook.max_body_bytes, clock)
+    receiver = EventReceiver(ledger.events.submit, key, cfg.webhook.max_age_s, cfg.webhook.max_body_bytes, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
-        posts.close()  # what was accepted is stored before the server exits
+        ledger.close()  # what was accepted is stored before the server exits
 
     app = Starlette(routes=[Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]), *routes], lifespan=lifespan)
     app.state.cfg = cfg
@@ -125,8 +124,9 @@ class BodyTooLarge(Exception):
 class EventReceiver:
     """The endpoint: check the signature, read at most max_body bytes, parse, store, answer."""
 
-    def __init__(self, posts, public_key, max_age_s: float, max_body: int, clock: Callable[[], float]):
-        self.posts = posts
+    def __init__(self, store: Callable[[list], Future], public_key, max_age_s: float, max_body: int,
+                 clock: Callable[[], float]):
+        self.store = store    # a post's events -> a future of its IngestResult, once committed
         self.public_key = public_key
         self.max_age_s = max_age_s
         self.max_body = max_body
@@ -176,12 +176,12 @@ class EventReceiver:
             return refuse(403, "the signature does not verify")
         try:
             # Parsing runs in a worker thread, so the event loop keeps reading other posts;
-            # storing in the one writer thread, together with whatever else is waiting.
+            # storing in the ledger's writer thread, together with whatever else is waiting.
             events = await run_in_threadpool(parse_body, body)
         except EventError as e:
             return refuse(400, "; ".join(e.problems))
         try:
-            result = await asyncio.wrap_future(self.posts.submit(events))
+            result = await asyncio.wrap_future(self.store(events))
         except Exception as e:  # noqa: BLE001 - anything unstored must be retried by SendGrid, not lost
             log.error("could not store %d events (%s: %s); answered 503 so SendGrid retries them",
                       len(events), type(e).__name__, one_line(str(e))[:300])
@@ -208,63 +208,6 @@ class EventReceiver:
             held[0] += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-class PostQueue:
-    """Posts from many connections stored by one thread: whatever queued meanwhile shares a transaction.
-
-    One writer keeps one connection's page cache warm, and a group commit writes
-    the pages several posts share once. Each caller waits on its own future,
-    resolved only once its post is committed (or failed: then every post of that
-    group fails, and SendGrid retries them).
-    """
-
-    def __init__(self, ledger, max_events: int = 20_000):
-        import queue
-        import threading
-
-        self.ledger = ledger
-        self.max_events = max_events
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="event-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, events: list) -> Future:
-        """Queue a post; the future gives its IngestResult once committed."""
-        future: Future = Future()
-        self._queue.put((events, future))
-        return future
-
-    def _run(self) -> None:
-        import queue
-
-        from outreach import event_store
-
-        while (item := self._queue.get()) is not None:
-            group, size = [item], len(item[0])
-            while size < self.max_events:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                group.append(nxt)
-                size += len(nxt[0])
-            try:
-                results = event_store.ingest_posts(self.ledger, [events for events, _ in group])
-            except BaseException as e:  # noqa: BLE001 - handed to every post of the group
-                for _, future in group:
-                    future.set_exception(e)
-                continue
-            for (_, future), result in zip(group, results):
-                future.set_result(result)
-
-    def close(self) -> None:
-        """Store what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join()
 
 
 def _peer(request) -> str:

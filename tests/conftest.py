@@ -23,19 +23,6 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _own_cache_folder(tmp_path_factory):
-    """Compiled templates go to a folder of the test run's own, never the user's ~/.cache
-    (session-wide, so module fixtures that render letters use it too)."""
-    before = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-    yield
-    if before is None:
-        del os.environ["XDG_CACHE_HOME"]
-    else:
-        os.environ["XDG_CACHE_HOME"] = before
-
-
 @pytest.fixture(scope="session")
 def shared() -> Path:
     need((SHARED / "congress" / "contacts-congress.csv").exists(),
@@ -150,3 +137,14 @@ def wait_for_port(port: int, timeout: float = 30.0, proc=None) -> None:
                 pytest.fail(f"the server exited ({proc.returncode}): {str(out)[-2000:]}")
             time.sleep(0.1)
     pytest.fail(f"nothing listened on port {port} within {timeout:.0f} s")
+
+
+def record_all(cfg, ledger, campaign: str | None = None) -> int:
+    """Every letter of the campaign recorded as `pending` (as a live run does before it sends);
+    returns the campaign's id."""
+    from outreach.plan import plan_campaign
+
+    plan = plan_campaign(cfg, campaign, ledger=ledger)
+    cid = ledger.campaigns.id(plan.name)
+    ledger.letters.record(cid, [plan.templates.render(c) for c in plan.to_send], "hash")
+    return cid

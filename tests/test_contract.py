@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, SHARED, free_port, need, wait_for_port
 from outreach.message import Message
-from outreach.transports import SendGridTransport
+from outreach.transports.sendgrid import SendGridTransport
 
 SPEC = SHARED / "sendgrid" / "tsg_mail_v3.test-patched.yaml"
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert
 
 from conftest import free_port, wait_for_port
-from outreach import schema as S
+from outreach.ledger import schema as S
 from outreach.config import load_config
 from outreach.dashboard import dashboard_routes, is_loopback
 from outreach.ledger import Ledger
@@ -122,7 +122,7 @@ def test_pages_change_nothing(ledger_project, signing_key):
             status = e.code
         assert status == 405
     ledger = Ledger(f"sqlite:///{ledger_project.root / 'outreach.db'}")
-    assert ledger.counts(ledger.campaign_id("korea-exception"))["clicked"] == 1
+    assert ledger.letters.counts(ledger.campaigns.id("korea-exception"))["clicked"] == 1
 
 
 def test_without_a_token_only_this_machine_is_answered(ledger_project, signing_key):
@@ -187,14 +187,14 @@ def test_serve_beyond_loopback_needs_the_token_and_the_webhook_still_works(ledge
         assert get(url + "/")[0] == 401
         assert get(url + "/", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
         ledger = Ledger(f"sqlite:///{ledger_project.root / 'outreach.db'}")
-        letter = next(r for r in ledger.letters() if r.email == "gregory.meeks@house.example.org")
+        letter = next(r for r in ledger.letters.listing() if r.email == "gregory.meeks@house.example.org")
         body = json.dumps([{"email": letter.email, "event": "delivered", "timestamp": int(time.time()),
                             "sg_event_id": "dash-1", "letter_id": letter.id}]).encode()
         req = urllib.request.Request(url + "/webhooks/sendgrid", data=body,
                                      headers={"Content-Type": "application/json", **signed(signing_key, body)})
         with urllib.request.urlopen(req, timeout=10) as r:
             assert 200 <= r.status < 300  # no dashboard token needed: the signature is its check
-        assert ledger.find_letter(letter.id).status == "delivered"
+        assert ledger.letters.find(letter.id).status == "delivered"
     finally:
         server.terminate()
         server.communicate(timeout=30)

@@ -173,82 +173,49 @@ def test_a_template_failing_for_a_recipient_names_file_line_problem_and_recipien
     assert_no_traceback(r)
 
 
-def test_preflight_holds_in_a_large_parallel_run(shared, project, outreach, tmp_path, monkeypatch):
-    monkeypatch.setenv("OUTREACH_WORKERS", "2")
+def test_preflight_names_the_first_failing_recipient_in_list_order(shared, project, outreach, tmp_path):
     templates = broken_templates(tmp_path, "letter.txt.j2",
                                  "{{ member.salutation }}:\n{% if member.state == 'WY' %}{{ nope }}{% endif %}\n")
     project.write_config(templates=templates)
     r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
     assert r.code == 2
     assert "'nope' is undefined" in r.err and "letter.txt.j2, line 2" in r.err
-    # The first Wyoming member in list order, as a one-process run would report.
     first_wy = next(line for line in (shared / "congress" / "contacts-congress.csv").read_text().splitlines()
                     if ",WY," in line)
     assert first_wy.split(",")[0] in r.err
     assert project.leftovers() == []
 
 
-def test_letters_rendered_in_batches_still_fail_in_letter_order():
-    """Rendering runs ahead of writing by a batch; the failure reported is still the first
-    a letter-by-letter run meets, and an abandoned range stops at a batch boundary."""
-    from types import SimpleNamespace
-
-    from outreach import dryrun
+def test_a_letter_that_cannot_be_written_stops_the_run_and_publishes_nothing(project):
+    """The disk fills up at the fourth letter: one line naming the file, and no folder left."""
+    from outreach.config import load_config
     from outreach.errors import UserError
+    from outreach.run import DRY_RUN, CampaignRun, Request
+    from outreach.transports.outbox import OutboxTransport
 
-    written = []
+    class DiskFull(OutboxTransport):
+        def send(self, message):
+            if len(self.rows) == 3:
+                raise UserError(f"{self.partial}/{message.letter_id}.eml: cannot write to the outbox: "
+                                "No space left on device; nothing was written")
+            return super().send(message)
 
-    def render(contact):
-        i = contact.i
-        if i == 7:
-            raise UserError("render failed at 7")
-        return SimpleNamespace(letter_id=str(i), to_email=f"{i}@example.org", to_name="", subject="s",
-                               text="t", html="h")
-
-    class Run:
-        def write(self, message, bioguide_id):
-            if message.letter_id == "3":
-                raise UserError("disk full at 3")
-            written.append(message.letter_id)
-
-    plan = SimpleNamespace(templates=SimpleNamespace(render=render), name="c")
-    cfg = SimpleNamespace(sender=SimpleNamespace(name="", email="o@example.org", reply_to=None))
-    n = 3 * dryrun.BATCH
-    recipients = [SimpleNamespace(i=i, bioguide_id="") for i in range(n)]
-    with pytest.raises(dryrun._LetterFailed) as failed:
-        dryrun._write_range(plan, cfg, Run(), recipients, 0, n, lambda: None)
-    assert failed.value.index == 3 and written == ["0", "1", "2"]
-    written.clear()
-    with pytest.raises(dryrun._LetterFailed) as failed:
-        dryrun._write_range(plan, cfg, Run(), recipients, 4, n, lambda: None)
-    assert failed.value.index == 7 and written == ["4", "5", "6"]
-    written.clear()
-    dryrun._write_range(plan, cfg, Run(), recipients, 8, n, lambda: None, abandon=lambda i: i >= 8 + dryrun.BATCH)
-    assert written == [str(i) for i in range(8, 8 + dryrun.BATCH)]
-
-
-def test_a_parallel_run_writes_the_same_letters_as_a_sequential_one(shared, project, outreach, monkeypatch):
-    contacts = shared / "congress" / "contacts-congress.csv"
-    monkeypatch.setenv("OUTREACH_WORKERS", "1")
-    outreach("--config", project.config, "send", "--contacts", contacts)
-    monkeypatch.setenv("OUTREACH_WORKERS", "3")
-    outreach("--config", project.config, "send", "--contacts", contacts)
-    one, three = project.runs()
-    assert manifest(one) == manifest(three)
-    for row in manifest(one):
-        a, b = (one / row["file"]).read_bytes(), (three / row["file"]).read_bytes()
-        assert a.split(b"\n\n", 1)[1] == b.split(b"\n\n", 1)[1]
+    cfg = load_config(project.config)
+    transport = DiskFull(cfg.outbox_dir, "korea-exception")
+    with pytest.raises(UserError, match="No space left on device"):
+        CampaignRun(cfg, Request(DRY_RUN), transport=transport).execute()
+    assert project.runs() == [] and project.leftovers() == []
 
 
 def _interrupted_dry_run(project, interrupt) -> tuple[subprocess.Popen, str]:
-    """Start a dry run of 20,000 letters with two workers; once it is writing, call
-    `interrupt(proc)`; return the process and its stderr. Nothing of it outlives this."""
+    """Start a dry run of 20,000 letters; once it is writing, call `interrupt(proc)`; return
+    the process and its stderr. Nothing of it outlives this."""
     from test_crash import many_contacts
 
     many_contacts(project, 20000)
     proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "send"],
                             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "OUTREACH_WORKERS": "2"})
+                            start_new_session=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -262,7 +229,7 @@ def _interrupted_dry_run(project, interrupt) -> tuple[subprocess.Popen, str]:
         _, err = proc.communicate(timeout=60)
     finally:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of the run still alive, workers included
+            os.killpg(proc.pid, signal.SIGKILL)  # anything of the run still alive
         except ProcessLookupError:
             pass
         proc.wait()
@@ -272,84 +239,13 @@ def _interrupted_dry_run(project, interrupt) -> tuple[subprocess.Popen, str]:
 @pytest.mark.parametrize("whom", ["the process", "its process group"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_dry_run_stopped_midway_leaves_nothing_behind(project, whom, sig):
-    """Stopped while its workers write (by a service manager, or Ctrl-C): one line, no
-    traceback, and no hidden half-written run folder left in the outbox."""
+    """Stopped while it writes (by a service manager, or Ctrl-C): one line, no traceback, and
+    no hidden half-written run folder left in the outbox."""
     proc, err = _interrupted_dry_run(project, lambda proc: os.killpg(proc.pid, sig) if whom == "its process group"
                                      else proc.send_signal(sig))
-    assert proc.returncode == 1, err
-    assert "aborted; nothing more was done" in err and "Traceback" not in err
+    assert proc.returncode == 130, err
+    assert "interrupted; the dry run was stopped and nothing was written" in err and "Traceback" not in err
     assert project.leftovers() == []
-
-
-def _dying_worker(monkeypatch, how):
-    """Make the worker that takes the slice starting at letter 250 end by `how()`."""
-    from outreach import dryrun
-
-    real, parent = dryrun._write_range, os.getpid()
-
-    def write_range(plan, cfg, run, recipients, start, stop, *rest):
-        if os.getpid() != parent and start == 250:
-            how()
-        return real(plan, cfg, run, recipients, start, stop, *rest)
-
-    monkeypatch.setattr(dryrun, "_write_range", write_range)
-    monkeypatch.setenv("OUTREACH_WORKERS", "2")
-
-
-def test_a_worker_killed_midway_is_reported_and_nothing_is_published(shared, project, outreach, monkeypatch):
-    _dying_worker(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGKILL))  # the kernel's OOM killer, say
-    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
-    assert r.code == 1, r.out + r.err
-    assert "dry-run worker process stopped unexpectedly (killed by signal 9); nothing was published" in r.err
-    assert project.runs() == [] and project.leftovers() == []
-    assert_no_traceback(r)
-
-
-def test_a_worker_that_fails_outside_any_letter_is_one_line_and_nothing_is_published(shared, project, outreach,
-                                                                                      monkeypatch):
-    def fail():
-        raise MemoryError("cannot allocate")
-
-    _dying_worker(monkeypatch, fail)
-    r = outreach("--config", project.config, "send", "--contacts", shared / "congress" / "contacts-congress.csv")
-    assert r.code == 1, r.out + r.err
-    assert "a dry-run worker failed: MemoryError: cannot allocate" in r.err
-    assert len(r.err.strip().splitlines()) == 1
-    assert project.runs() == [] and project.leftovers() == []
-    assert_no_traceback(r)
-
-
-def test_a_bug_in_a_worker_is_an_internal_error_after_any_earlier_letter_failure(shared, project, outreach,
-                                                                                 tmp_path, monkeypatch):
-    def bug():
-        raise TypeError("unsupported operand")
-
-    _dying_worker(monkeypatch, bug)
-    contacts = shared / "congress" / "contacts-congress.csv"
-    r = outreach("--config", project.config, "send", "--contacts", contacts)
-    assert r.code == 1 and "internal error: RuntimeError: in a dry-run worker: TypeError: unsupported operand" in r.err
-    assert project.runs() == [] and project.leftovers() == []
-    # A template failing at the very first letter comes first, as in a one-process run.
-    project.write_config(templates=broken_templates(tmp_path, "letter.txt.j2", "{{ nope }}\n"))
-    r = outreach("--config", project.config, "send", "--contacts", contacts)
-    assert r.code == 2 and "'nope' is undefined" in r.err, r.err
-    assert project.runs() == [] and project.leftovers() == []
-
-
-def test_interrupts_are_held_only_while_workers_start():
-    from outreach import dryrun
-
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with dryrun._interrupts() as interrupts:
-        assert signal.getsignal(signal.SIGTERM) is interrupts
-        with pytest.raises(KeyboardInterrupt):
-            interrupts(signal.SIGTERM, None)
-        with pytest.raises(KeyboardInterrupt):
-            with interrupts.held():
-                interrupts(signal.SIGINT, None)  # noted, not raised, until held() ends
-                started = True
-        assert started
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 @pytest.mark.parametrize("gap", [0.005, 0.02, 0.05])
@@ -363,32 +259,9 @@ def test_a_second_ctrl_c_while_cleaning_up_still_leaves_nothing_behind(project, 
             pass
 
     proc, err = _interrupted_dry_run(project, twice)
-    assert proc.returncode in (1, 130), err
+    assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert project.leftovers() == []
-
-
-def test_a_signal_while_the_handlers_go_back_is_obeyed_and_leaves_none_of_ours(monkeypatch):
-    from outreach import dryrun
-
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    real, restored = signal.signal, []
-
-    def restoring(signum, handler):
-        old = real(signum, handler)
-        if not isinstance(handler, dryrun._Interrupts):
-            restored.append(signum)
-            if len(restored) == 1:
-                os.kill(os.getpid(), signal.SIGINT)  # lands between the two restores
-        return old
-
-    monkeypatch.setattr(signal, "signal", restoring)
-    with pytest.raises(KeyboardInterrupt):
-        with dryrun._interrupts():
-            pass
-    monkeypatch.undo()
-    assert len(restored) == 2
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 # -- audience, campaign choice, skipped rows -----------------------------------------------
@@ -406,9 +279,7 @@ def test_a_signal_while_the_handlers_go_back_is_obeyed_and_leaves_none_of_ours(m
     ('committees = ["SSAS"]\ninclude = ["N000147"]', 5),
     ('states = ["WY"]', 0),
 ])
-@pytest.mark.parametrize("workers", ["1", "3"])
-def test_audience_filters(project, outreach, monkeypatch, audience, expected, workers):
-    monkeypatch.setenv("OUTREACH_WORKERS", workers)
+def test_audience_filters(project, outreach, audience, expected):
     project.write_config(extra=f"[campaigns.korea-exception.audience]\n{audience}\n")
     r = outreach("--config", project.config, "send")
     assert f"audience: {expected} recipients" in r.out, r.out + r.err

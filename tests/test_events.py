@@ -9,8 +9,7 @@ import time
 import pytest
 from sqlalchemy import func, insert, select
 
-from outreach import schema as S
-from outreach.event_store import count_unmatched, events_of, ingest, unmatched_events
+from outreach.ledger import schema as S
 from outreach.events import (
     Candidate, EventError, Seen, dedupe_key, latest_send, letter_state, match_event, next_state, parse_body,
     parse_event,
@@ -225,7 +224,7 @@ def test_a_test_copy_and_a_stranger_match_no_letter():
 def ledger_with_letters(tmp_path, letters: dict[str, str], campaign: str = "korea-exception") -> Ledger:
     """A ledger holding letters {id: status}, addressed `<id>@house.example.org`, message id `msg-<id>`."""
     ledger = Ledger(f"sqlite:///{tmp_path / 'outreach.db'}")
-    cid = ledger.campaign_id(campaign)
+    cid = ledger.campaigns.id(campaign)
     with ledger.write() as db:
         db.execute(insert(S.letters), [
             {"id": lid, "campaign_id": cid, "email": f"{lid}@house.example.org",
@@ -239,11 +238,11 @@ def ledger_with_letters(tmp_path, letters: dict[str, str], campaign: str = "kore
 
 
 def post(ledger, events: list[dict]):
-    return ingest(ledger, parse_body(json.dumps(events)))
+    return ledger.events.ingest(parse_body(json.dumps(events)))
 
 
 def statuses(ledger) -> dict[str, str]:
-    return {r.id: r.status for r in ledger.letters()}
+    return {r.id: r.status for r in ledger.letters.listing()}
 
 
 def stored_events(ledger) -> int:
@@ -270,10 +269,10 @@ def test_posts_arriving_out_of_order_end_in_the_right_state(tmp_path):
     assert statuses(ledger)["a"] == "opened"
     post(ledger, [ev("delivered", T0 + 5, letter_id="a")])
     post(ledger, [ev("processed", T0, letter_id="a")])
-    [row] = ledger.letters()
+    [row] = ledger.letters.listing()
     assert (row.status, row.last_event, row.last_event_at) == ("opened", "open", T0 + 300)
     post(ledger, [ev("bounce", T0 + 4000, letter_id="a", type="blocked", reason="550 policy")])
-    [row] = ledger.letters()
+    [row] = ledger.letters.listing()
     assert (row.status, row.reason) == ("bounced", "blocked: 550 policy")
 
 
@@ -285,10 +284,24 @@ def test_an_unknown_letter_is_reconciled_by_its_events_and_never_resent(tmp_path
     assert result.letters_changed == 4
     assert statuses(ledger) == {"u": "delivered", "s": "accepted", "f": "accepted", "r": "accepted",
                                 "k": "skipped", "still": "unknown"}
-    u = next(r for r in ledger.letters() if r.id == "u")
+    u = next(r for r in ledger.letters.listing() if r.id == "u")
     # It learns what our own send never recorded, and the crash's reason goes.
     assert (u.accepted_at, u.provider_message_id, u.reason) == (T0, "Xu", None)
-    assert ledger.due(ledger.campaign_id("korea-exception")) == []
+    assert not {r.status for r in ledger.letters.listing()} & {"pending", "retry_wait"}
+
+
+def test_a_post_sent_again_moves_no_letter_not_even_one_queued_again_since(tmp_path):
+    """SendGrid retries a post that was stored: its events are duplicates, and a letter the
+    operator queued again meanwhile (--retry-failed after a blocked bounce) stays queued."""
+    ledger = ledger_with_letters(tmp_path, {"a": "accepted"})
+    bounce = [ev("processed", letter_id="a", sg_event_id="p-a", sg_message_id="msg-a.f1"),
+              ev("bounce", T0 + 1, letter_id="a", sg_event_id="b-a", sg_message_id="msg-a.f1", type="blocked",
+                 reason="policy")]
+    assert post(ledger, bounce).letters_changed == 1 and statuses(ledger) == {"a": "bounced"}
+    assert ledger.letters.requeue(["a"]) == 1
+    again = post(ledger, bounce)
+    assert (again.stored, again.duplicates, again.letters_changed) == (0, 2, 0)
+    assert statuses(ledger) == {"a": "pending"}
 
 
 def test_events_about_test_copies_change_no_letter(tmp_path):
@@ -297,7 +310,7 @@ def test_events_about_test_copies_change_no_letter(tmp_path):
                               reason="no such user")])
     assert (result.stored, result.tests, result.matched, result.unmatched) == (1, 1, 0, 0)
     assert statuses(ledger) == {"a": "accepted"}
-    assert unmatched_events(ledger) == [] and events_of(ledger, "a") == []
+    assert ledger.events.unmatched() == [] and ledger.events.of_letter("a") == []
 
 
 def test_events_that_match_no_letter_are_kept_for_review(tmp_path):
@@ -305,9 +318,9 @@ def test_events_that_match_no_letter_are_kept_for_review(tmp_path):
     result = post(ledger, [ev("delivered", email="stranger@senate.example.org", sg_message_id="Q.f"),
                            ev("delivered", letter_id="a")])
     assert (result.matched, result.unmatched) == (1, 1)
-    [row] = unmatched_events(ledger)
+    [row] = ledger.events.unmatched()
     assert (row.event, row.email, row.sg_message_id) == ("delivered", "stranger@senate.example.org", "Q.f")
-    assert count_unmatched(ledger) == 1
+    assert ledger.events.count_unmatched() == 1
 
 
 def test_a_delayed_bounce_without_our_arguments_finds_its_letter_by_address(tmp_path):
@@ -316,12 +329,11 @@ def test_a_delayed_bounce_without_our_arguments_finds_its_letter_by_address(tmp_
     result = post(ledger, [ev("bounce", T0 + 3600, email="A@house.example.org", type="bounce", reason="mailbox full")])
     assert result.matched == 1
     assert statuses(ledger) == {"a": "bounced", "b": "accepted"}
-    assert [(e.event, e.detail) for e in events_of(ledger, "a")] == [("delivered", None),
+    assert [(e.event, e.detail) for e in ledger.events.of_letter("a")] == [("delivered", None),
                                                                      ("bounce", "bounce: mailbox full")]
 
 
 def test_a_hard_bounce_suppresses_the_address_and_a_blocked_one_does_not(tmp_path):
-    from outreach.suppressions import suppressed
 
     ledger = ledger_with_letters(tmp_path, {"a": "accepted", "b": "accepted", "c": "accepted"})
     result = post(ledger, [
@@ -329,7 +341,7 @@ def test_a_hard_bounce_suppresses_the_address_and_a_blocked_one_does_not(tmp_pat
         ev("bounce", letter_id="b", email="b@house.example.org", type="blocked", reason="policy"),
         ev("spamreport", letter_id="c", email="c@house.example.org")])
     assert result.suppressed == 2
-    assert suppressed(ledger) == {"a@house.example.org": "bounce", "c@house.example.org": "spamreport"}
+    assert ledger.suppressions.reasons() == {"a@house.example.org": "bounce", "c@house.example.org": "spamreport"}
 
 
 def test_a_letter_sent_again_after_a_blocked_bounce_follows_its_new_send(tmp_path):
@@ -341,7 +353,7 @@ def test_a_letter_sent_again_after_a_blocked_bounce_follows_its_new_send(tmp_pat
     with ledger.write() as db:
         db.execute(S.letters.update().where(L.id == "a").values(status="accepted", provider_message_id="msg-a2"))
     post(ledger, [ev("delivered", T0 + 900, letter_id="a", sg_message_id="msg-a2.f1")])
-    [row] = ledger.letters()
+    [row] = ledger.letters.listing()
     assert (row.status, row.reason) == ("delivered", None)
 
 
@@ -369,14 +381,12 @@ def test_a_big_post_is_one_transaction_and_updates_each_letter_once(tmp_path):
 
 
 def test_posts_stored_together_each_say_what_they_did(tmp_path):
-    from outreach.event_store import ingest_posts
-
     ledger = ledger_with_letters(tmp_path, {"a": "accepted", "b": "accepted"})
     first = [ev("processed", letter_id="a", sg_event_id="p-a"),
              ev("delivered", T0 + 1, letter_id="a", sg_event_id="d-a")]
     second = [ev("delivered", T0 + 1, letter_id="a", sg_event_id="d-a"),  # the same event, posted twice
               ev("open", T0 + 9, letter_id="b", sg_event_id="o-b"), ev("open", email="nobody@else.org")]
-    one, two = ingest_posts(ledger, [parse_body(json.dumps(first)), parse_body(json.dumps(second))])
+    one, two = ledger.events.ingest_posts([parse_body(json.dumps(first)), parse_body(json.dumps(second))])
     assert (one.received, one.stored, one.matched, one.letters_changed) == (2, 2, 2, 1)
     assert (two.received, two.stored, two.duplicates, two.unmatched, two.letters_changed) == (3, 2, 1, 1, 2)
     assert stored_events(ledger) == 4

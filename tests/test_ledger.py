@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import create_engine, insert, select
 
-from outreach import schema as S
+from outreach.ledger import schema as S
 from outreach.errors import UserError
 from outreach.ledger import Ledger
 
@@ -29,7 +29,7 @@ def test_an_older_ledger_is_migrated_without_losing_letters(tmp_path):
     engine.dispose()
     ledger = Ledger(url)
     assert ledger.version() == S.CURRENT_VERSION > 1
-    assert [r.id for r in ledger.letters(1)] == ["abc"]
+    assert [r.id for r in ledger.letters.listing(1)] == ["abc"]
     with ledger.engine.connect() as db:
         assert db.execute(select(S.schema_version.c.version).order_by(S.schema_version.c.version)).scalars().all() \
             == [m[0] for m in S.MIGRATIONS]
@@ -51,18 +51,19 @@ def test_a_missing_folder_is_one_line(tmp_path):
 
 def test_claim_only_takes_letters_that_are_due(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
-    cid = ledger.campaign_id("c")
+    cid = ledger.campaigns.id("c")
     with ledger.write() as db:
         for i, status in enumerate(["pending", "accepted", "unknown", "failed"]):
             db.execute(insert(S.letters).values(id=f"l{i}", campaign_id=cid, email=f"{i}@b.org",
                                                 email_key=f"{i}@b.org", status=status, attempts=0,
                                                 created_at=i, updated_at=i))
-    assert [ledger.claim(f"l{i}", "me") for i in range(4)] == [True, False, False, False]
-    assert ledger.claim("l0", "me") is False  # already sending
-    assert ledger.orphans_to_unknown(cid) == 1
-    assert ledger.release(cid, all_unknown=True) == ["l0", "l2"]
+    sending = ledger.letters.sender("me")
+    assert [sending.claim(f"l{i}") for i in range(4)] == [True, False, False, False]
+    assert sending.claim("l0") is False  # already sending
+    assert ledger.letters.orphans_to_unknown(cid) == 1
+    assert ledger.letters.release(cid, all_unknown=True) == ["l0", "l2"]
     with pytest.raises(UserError, match="not unknown"):
-        ledger.release(cid, ["l1"])
+        ledger.letters.release(cid, ["l1"])
 
 
 def test_a_lock_held_by_a_live_process_refuses_and_a_dead_holder_is_taken_over(tmp_path):
@@ -82,10 +83,12 @@ def test_a_lock_held_by_a_live_process_refuses_and_a_dead_holder_is_taken_over(t
 
 
 def test_settlement_decides_each_waiting_letter_once_and_keeps_a_retry_time(tmp_path):
-    from outreach.ledger import FILTERED
+    """The plan decides (outreach.plan.settle, pure); the ledger carries it out."""
+    from outreach.plan import settle
+    from outreach.states import FILTERED
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
-    cid = ledger.campaign_id("c")
+    cid = ledger.campaigns.id("c")
     rows = [("p", "pending", None, None), ("w", "retry_wait", "HTTP 503", 5000.0),
             ("s", "skipped", "suppressed: bounce", None), ("f", "skipped", FILTERED, None),
             ("a", "accepted", None, None)]
@@ -96,19 +99,19 @@ def test_settlement_decides_each_waiting_letter_once_and_keeps_a_retry_time(tmp_
                                                 next_attempt_at=retry_at, attempts=1, created_at=1, updated_at=1))
 
     def state():
-        return {r.id: (r.status, r.reason) for r in ledger.letters(cid)}
+        return {r.id: (r.status, r.reason) for r in ledger.letters.listing(cid)}
 
     # Nobody in the audience, the bounce lifted: every waiting letter is held as filtered.
-    changes = ledger.settlement(cid, audience=set(), suppressed={})
+    changes = settle(ledger.letters.known(cid), audience=set(), suppressed={})
     assert {c.letter_id: c.new for c in changes} == {"p": "skipped", "w": "skipped", "s": "skipped"}
     assert state()["p"] == ("pending", None)  # read only until applied
-    assert ledger.apply_settlement(changes) == 3
+    assert ledger.letters.settle(changes) == 3
     assert {k: v for k, v in state().items() if k != "a"} == {k: ("skipped", FILTERED) for k in "pwsf"}
     # All back and one suppressed: the rest wait again; the retry keeps its time.
     everyone = {f"{k}@b.org" for k in "pwsfa"}
-    ledger.apply_settlement(ledger.settlement(cid, everyone, {"s@b.org": "spamreport"}))
+    ledger.letters.settle(settle(ledger.letters.known(cid), everyone, {"s@b.org": "spamreport"}))
     got = state()
     assert got["p"][0] == "pending" and got["f"][0] == "pending" and got["w"][0] == "retry_wait"
     assert got["s"] == ("skipped", "suppressed: spamreport") and got["a"] == ("accepted", None)
-    assert next(r for r in ledger.letters(cid) if r.id == "w").next_attempt_at == 5000.0
-    assert ledger.settlement(cid, everyone, {"s@b.org": "spamreport"}) == []  # settled: nothing more to do
+    assert next(r for r in ledger.letters.listing(cid) if r.id == "w").next_attempt_at == 5000.0
+    assert settle(ledger.letters.known(cid), everyone, {"s@b.org": "spamreport"}) == []  # nothing more to do

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT, assert_no_traceback
 from mockgrid import ACCEPT, MockGrid, status
-from outreach.ledger import Ledger, STATES
+from outreach.ledger import Ledger
+from outreach.states import STATES
 
 KEY = "SG.live-test-key-0123456789abcdef.XYZ"
 SENDER_BLOCK = """
@@ -63,7 +64,7 @@ def ledger_of(project) -> Ledger:
 
 def campaign_letters(project):
     ledger = ledger_of(project)
-    return ledger.letters(ledger.campaign_id("korea-exception", create=False))
+    return ledger.letters.listing(ledger.campaigns.id("korea-exception", create=False))
 
 
 def test_a_full_live_run_records_every_letter_accepted(live, grid, outreach):
@@ -120,7 +121,7 @@ def test_limit_sends_only_n_then_the_rest(live, grid, outreach):
     r = outreach("--config", live.config, "send", "--live", "--yes", "--limit", "5")
     assert r.code == 1  # letters remain to be sent
     assert len(grid.deliveries()) == 5
-    counts = ledger_of(live).counts(ledger_of(live).campaign_id("korea-exception"))
+    counts = ledger_of(live).letters.counts(ledger_of(live).campaigns.id("korea-exception"))
     assert (counts["accepted"], counts["pending"]) == (5, 9)
     r = outreach("--config", live.config, "send", "--live", "--yes")
     assert r.code == 0 and len(grid.deliveries()) == 14 and max(grid.received.values()) == 1
@@ -296,9 +297,8 @@ def test_a_second_send_on_the_same_campaign_refuses(live, grid, outreach):
 def test_letters_left_sending_by_a_dead_run_become_unknown(live, grid, outreach):
     outreach("--config", live.config, "send", "--live", "--yes", "--limit", "2")
     ledger = ledger_of(live)
-    cid = ledger.campaign_id("korea-exception")
-    [victim] = ledger.due(cid, 1)
-    assert ledger.claim(victim, "a-run-that-was-killed")
+    victim = next(r.id for r in campaign_letters(live) if r.status == "pending")
+    assert ledger.letters.sender("a-run-that-was-killed").claim(victim)
     before = len(grid.deliveries())
     r = outreach("--config", live.config, "send", "--live", "--yes")
     assert "now `unknown`" in r.err
@@ -350,3 +350,20 @@ def test_letters_list_and_show_the_archived_message(live, grid, outreach):
     assert "state: accepted" in r.out and "via sendgrid: accepted HTTP 202" in r.out
     sent = next(d for d in grid.deliveries() if d.letter_id.startswith(first_id))
     assert sent.body["content"][0]["value"].strip() in r.out
+
+
+def test_the_live_send_with_a_limit_sends_whom_the_dry_run_and_the_preview_showed(live, grid, outreach):
+    """`send --limit 3`, `preview --limit 3` and `send --live --limit 3` name the same offices."""
+    import csv
+
+    r = outreach("--config", live.config, "send", "--limit", "3")
+    assert r.code == 0, r.err
+    [run] = live.runs()
+    with open(run / "manifest.csv", encoding="utf-8") as f:
+        written = [row["email"] for row in csv.DictReader(f)]
+    previewed = [line.split("<")[1].rstrip(">") for line in
+                 outreach("--config", live.config, "preview", "--limit", "3").out.splitlines() if line.startswith("To:")]
+    r = outreach("--config", live.config, "send", "--live", "--yes", "--limit", "3")
+    assert sorted(d.to for d in grid.deliveries()) == sorted(written) == sorted(previewed)
+    assert written == ["dan.sullivan@senate.example.org", "roger.wicker@senate.example.org",
+                       "timothy.kaine@senate.example.org"]

@@ -56,7 +56,7 @@ def letters_of(url: str, campaign: str = "korea-exception"):
 
     ledger = Ledger(url)
     try:
-        return ledger.letters(ledger.campaign_id(campaign, create=False))
+        return ledger.letters.listing(ledger.campaigns.id(campaign, create=False))
     finally:
         ledger.engine.dispose()
 
@@ -146,7 +146,7 @@ def test_the_signed_webhook_and_the_dashboard_on_postgresql(project, pg_url, sig
 
     project.write_config(extra=database(pg_url))
     ledger = build_ledger(project)
-    moylan = next(x for x in ledger.letters(ledger.campaign_id("korea-exception"))
+    moylan = next(x for x in ledger.letters.listing(ledger.campaigns.id("korea-exception"))
                   if x.email == "james.moylan@house.example.org")
     ledger.engine.dispose()
     with WebhookServer(app_for(project, None, signing_key)) as server:

@@ -11,11 +11,10 @@ import time
 import pytest
 from sqlalchemy import insert, update
 
-from conftest import need
-from outreach import schema as S
-from outreach.campaign import plan_campaign
+from conftest import need, record_all
 from outreach.config import load_config
 from outreach.ledger import Ledger
+from outreach.ledger import schema as S
 
 NOW = time.time()
 DAY = 86400
@@ -44,10 +43,8 @@ EVENTS = {"clicked": ["processed", "delivered", "open", "click"], "opened": ["pr
 def build_ledger(project) -> Ledger:
     """The sample campaign recorded, then moved to MIX as events would have, with those events stored."""
     cfg = load_config(project.config)
-    plan = plan_campaign(cfg, None)
     ledger = Ledger(cfg.database_url)
-    cid = ledger.campaign_id("korea-exception")
-    ledger.record(cid, plan.preflight(plan.recipients), "hash")
+    cid = record_all(cfg, ledger)
     L = S.letters.c
     n = 0
     with ledger.write() as db:
@@ -150,7 +147,7 @@ def test_the_html_report_is_self_contained_with_the_right_numbers(reported, outr
 def test_a_campaign_over_2000_letters_lists_2000_and_points_to_the_csv(project, outreach, tmp_path):
     cfg = load_config(project.config)
     ledger = Ledger(cfg.database_url)
-    cid = ledger.campaign_id("korea-exception")
+    cid = ledger.campaigns.id("korea-exception")
     with ledger.write() as db:
         db.execute(insert(S.letters), [dict(id=f"{i:020x}", campaign_id=cid, email=f"o{i}@house.example.org",
                                             email_key=f"o{i}@house.example.org", name=f"Member {i}",

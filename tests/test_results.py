@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from conftest import ROOT
 from mockgrid import MockGrid
-from outreach import schema as S
+from outreach.ledger import schema as S
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
 
 FOLLOW_UP = """
@@ -40,7 +40,7 @@ def set_states(project, campaign: str, states: dict[str, str], days_ago: float =
     """Move letters (by email) to states, as events would, `days_ago` after they were accepted."""
     ledger = ledger_of(project)
     L = S.letters.c
-    cid = ledger.campaign_id(campaign)
+    cid = ledger.campaigns.id(campaign)
     with ledger.write() as db:
         for email, status in states.items():
             db.execute(update(S.letters).where(L.campaign_id == cid, L.email_key == email)
@@ -50,7 +50,7 @@ def set_states(project, campaign: str, states: dict[str, str], days_ago: float =
 
 def by_email(project, campaign="korea-exception"):
     ledger = ledger_of(project)
-    return {r.email: r for r in ledger.letters(ledger.campaign_id(campaign, create=False))}
+    return {r.email: r for r in ledger.letters.listing(ledger.campaigns.id(campaign, create=False))}
 
 
 def test_a_suppressed_address_is_skipped_with_its_reason(live, grid, outreach):
@@ -260,38 +260,42 @@ def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
     import json
     from types import SimpleNamespace as NS
 
-    from outreach.event_store import ingest
     from outreach.events import parse_body
     from outreach.ledger import Ledger
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
-    cid = ledger.campaign_id("c")
+    cid = ledger.campaigns.id("c")
     contact = NS(key="a@house.example.org", email="a@house.example.org", bioguide_id="", chamber="house",
                  state="VA", district=1, party="", committees=(), full_name="A")
-    ledger.record(cid, [NS(contact=contact, letter_id="L1", subject="s", text="t", html="h", to_name="A")], "h")
+    ledger.letters.record(cid, [NS(contact=contact, letter_id="L1", subject="s", text="t", html="h", to_name="A")],
+                          "h")
     attempt = dict(started_at=time.time(), duration_ms=1, transport="sendgrid", outcome="accepted",
                    http_status=202, error=None)
-    assert ledger.claim("L1", "run-1")
-    ledger.finish("L1", "accepted", attempt=attempt, message_id="M1")
+    first = ledger.letters.sender("run-1")
+    assert first.claim("L1")
+    first.finish("L1", "accepted", attempt=attempt, message_id="M1")
+    first.close()
     t = time.time()
 
     def events(*items):
-        ingest(ledger, parse_body(json.dumps([{"email": "a@house.example.org", "letter_id": "L1", **e}
-                                              for e in items])))
+        ledger.events.ingest(parse_body(json.dumps([{"email": "a@house.example.org", "letter_id": "L1", **e}
+                                                    for e in items])))
 
     events({"event": "processed", "timestamp": t, "sg_message_id": "M1.f1", "sg_event_id": "e1"},
            {"event": "bounce", "type": "blocked", "reason": "policy", "timestamp": t + 1, "sg_message_id": "M1.f1",
             "sg_event_id": "e2"})
-    assert [r.id for r in ledger.retry_candidates(cid)[0]] == ["L1"]
-    assert ledger.requeue(["L1"]) == 1
-    assert ledger.claim("L1", "run-2")
-    ledger.finish("L1", "unknown", attempt={**attempt, "outcome": "unknown", "http_status": None}, reason="timeout")
+    assert [r.id for r in ledger.letters.retry_candidates(cid)[0]] == ["L1"]
+    assert ledger.letters.requeue(["L1"]) == 1
+    second = ledger.letters.sender("run-2")
+    assert second.claim("L1")
+    second.finish("L1", "unknown", attempt={**attempt, "outcome": "unknown", "http_status": None}, reason="timeout")
+    second.close()
     events({"event": "processed", "timestamp": t + 100, "sg_message_id": "M2.f1", "sg_event_id": "e3"},
            {"event": "delivered", "timestamp": t + 101, "sg_message_id": "M2.f1", "sg_event_id": "e4"})
-    row = ledger.letters(cid)[0]
+    row = ledger.letters.listing(cid)[0]
     assert (row.status, row.provider_message_id) == ("delivered", "M2")
-    assert ledger.retry_candidates(cid) == ([], [])
+    assert ledger.letters.retry_candidates(cid) == ([], [])
     # A late event of the first send changes nothing.
     events({"event": "bounce", "type": "blocked", "reason": "late", "timestamp": t + 2, "sg_message_id": "M1.f1",
             "sg_event_id": "e5"})
-    assert ledger.letters(cid)[0].status == "delivered"
+    assert ledger.letters.listing(cid)[0].status == "delivered"

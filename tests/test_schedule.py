@@ -15,10 +15,10 @@ import pytest
 from conftest import ROOT
 from mockgrid import MockGrid
 from outreach.config import Schedule, load_config, parse_days
-from outreach.schedule import (
-    JOBS_TABLE, OfficeHoursTrigger, batch_for_tick, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after,
-    window_open,
+from outreach.office_hours import (
+    batch_for_tick, every, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after, window_open,
 )
+from outreach.schedule import OfficeHoursTrigger
 from test_crash import many_contacts
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
 
@@ -124,24 +124,24 @@ def test_the_trigger_gives_one_next_run_after_a_long_outage():
         missed.append(t)
         t = trigger.get_next_fire_time(t, back_at)
     assert len(missed) == 10 and t.astimezone(NY) == at(2026, 12, 1, 12, 15)
-    import pickle
-
-    assert pickle.loads(pickle.dumps(trigger)).schedule == s
+    assert str(trigger) == "office hours 09:30-16:30 America/New_York every 15m"
+    assert [every(weekday_schedule(every_s=n)) for n in (30, 900, 3600, 5400)] == ["30s", "15m", "1h", "90m"]
 
 
 def test_a_tick_missed_while_down_runs_once_on_return_only_inside_the_window():
     s = weekday_schedule(every_s=900)
     grace = 7 * 3600
-    # Down from 10:20 (next run 10:30) until 10:52: the 10:45 tick runs on return, once.
-    assert missed_tick(at(2026, 12, 1, 10, 30), at(2026, 12, 1, 10, 52), s, grace) == at(2026, 12, 1, 10, 45)
+    ran = dt.timedelta(seconds=3)  # a tick runs a moment after its time
+    # The 10:15 tick ran; down until 10:52: the 10:45 tick runs on return, once (not 10:30 too).
+    assert missed_tick(at(2026, 12, 1, 10, 15) + ran, at(2026, 12, 1, 10, 52), s, grace) == at(2026, 12, 1, 10, 45)
     # Down a whole day: the latest tick of today's window, not a burst from yesterday.
-    assert missed_tick(at(2026, 12, 1, 11, 15), at(2026, 12, 2, 11, 5), s, grace) == at(2026, 12, 2, 11, 0)
+    assert missed_tick(at(2026, 12, 1, 11, 0) + ran, at(2026, 12, 2, 11, 5), s, grace) == at(2026, 12, 2, 11, 0)
     # Back after the window closed, or before it opens, or on a weekend: nothing now.
-    assert missed_tick(at(2026, 12, 1, 10, 30), at(2026, 12, 1, 18, 0), s, grace) is None
-    assert missed_tick(at(2026, 12, 1, 16, 15), at(2026, 12, 2, 9, 20), s, grace) is None
-    assert missed_tick(at(2026, 12, 4, 16, 15), at(2026, 12, 5, 11, 0), s, grace) is None
-    # Nothing missed: the stored next run is still ahead.
-    assert missed_tick(at(2026, 12, 1, 11, 0), at(2026, 12, 1, 10, 52), s, grace) is None
+    assert missed_tick(at(2026, 12, 1, 10, 15) + ran, at(2026, 12, 1, 18, 0), s, grace) is None
+    assert missed_tick(at(2026, 12, 1, 16, 15) + ran, at(2026, 12, 2, 9, 20), s, grace) is None
+    assert missed_tick(at(2026, 12, 4, 16, 15) + ran, at(2026, 12, 5, 11, 0), s, grace) is None
+    # Nothing missed: the next tick is still ahead; and a scheduler that never ticked missed nothing.
+    assert missed_tick(at(2026, 12, 1, 10, 45) + ran, at(2026, 12, 1, 10, 52), s, grace) is None
     assert missed_tick(None, at(2026, 12, 1, 10, 52), s, grace) is None
 
 
@@ -288,7 +288,7 @@ def test_the_scheduler_survives_sigkill_and_finishes_the_campaign(project):
         third = start_scheduler(project)
 
         def finished():
-            counts = ledger_of(project).counts(ledger_of(project).campaign_id("korea-exception"))
+            counts = ledger_of(project).letters.counts(ledger_of(project).campaigns.id("korea-exception"))
             return counts["pending"] + counts["retry_wait"] + counts["sending"] == 0 and sum(counts.values()) == 30
 
         wait_for(finished, 60, "the campaign to finish")
@@ -339,18 +339,14 @@ def test_a_schedule_that_is_not_live_logs_and_records_nothing(project):
     assert campaign_letters(project) == []
 
 
-def store_next_run(project, when: dt.datetime | None = None) -> dt.datetime | None:
-    """The job store's next run of the campaign's job (None: no job); with `when`, set it first."""
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-
-    store = SQLAlchemyJobStore(engine=ledger_of(project).engine, tablename=JOBS_TABLE)
-    job = store.lookup_job("outreach:korea-exception")
-    if job is None:
-        return None
+def last_tick(project, when: dt.datetime | None = None) -> dt.datetime | None:
+    """When the scheduler last ran a tick of the campaign (None: never); with `when`, set it first."""
+    ledger = ledger_of(project)
+    cid = ledger.campaigns.id("korea-exception")
     if when is not None:
-        job.next_run_time = when
-        store.update_job(job)
-    return job.next_run_time
+        ledger.campaigns.set_last_tick(cid, when.timestamp())
+    t = ledger.campaigns.state(cid).last_tick_at
+    return dt.datetime.fromtimestamp(t, UTC) if t is not None else None
 
 
 def hourly_not_live() -> str:
@@ -362,38 +358,32 @@ def hourly_not_live() -> str:
             .replace('window = "00:00-24:00"', f'window = "{window}"'))
 
 
-def slowed(function: str, note: str) -> str:
-    """A prelude that makes outreach.schedule.`function` print `note` and wait 1.5 s before it runs."""
-    return (f"import sys, time, outreach.schedule as s\n_f = s.{function}\n"
+def slowed(method: str, note: str) -> str:
+    """A prelude that makes Scheduler.`method` print `note` and wait 1.5 s before it runs."""
+    return (f"import sys, time, outreach.schedule as s\n_f = s.Scheduler.{method}\n"
             f"def slow(*a):\n    print({note!r}, file=sys.stderr, flush=True)\n    time.sleep(1.5)\n"
-            f"    return _f(*a)\ns.{function} = slow")
+            f"    return _f(*a)\ns.Scheduler.{method} = slow")
 
 
-def store_a_missed_tick(project) -> dt.datetime:
-    """Start and stop the (hourly, not live) scheduler so its job is stored, then make it
-    look as if a tick came and went while it was down; returns that tick's time."""
-    first = start_scheduler(project)
-    wait_for(lambda: "scheduled (" in first.log, 30, "the job to be stored")
-    first.send_signal(signal.SIGTERM)
-    assert stopped_cleanly(first), first.log
-    assert "would send" not in first.log  # the next hourly tick is ahead
-    return store_next_run(project, dt.datetime.now(UTC) - dt.timedelta(minutes=10))
+def a_missed_tick(project) -> dt.datetime:
+    """As if the scheduler ran a tick 30 minutes ago and then went down: the window's first
+    tick (20 minutes ago) is missed. Returns when the last tick ran."""
+    return last_tick(project, dt.datetime.now(UTC) - dt.timedelta(minutes=30))
 
 
 def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return_once(project):
-    """The job store says the next run was ten minutes ago. A start stopped during its set-up
-    (made slow here) stops at once, cleanly, and leaves the missed tick alone; the next
-    start runs it at once, once."""
+    """A start stopped during its set-up (made slow here) stops at once, cleanly, and leaves the
+    missed tick alone; the next start runs it at once, once."""
     many_contacts(project, 10)
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid, extra=hourly_not_live())
-        missed = store_a_missed_tick(project)
+        ran = a_missed_tick(project)
         second = start_scheduler(project, prelude=slowed("_add_jobs", "adding jobs"))
         wait_for(lambda: "adding jobs" in second.log, 30, "the set-up")
         second.send_signal(signal.SIGTERM)
         assert stopped_cleanly(second, 10), second.log
         assert "would send" not in second.log
-        assert store_next_run(project) == missed  # not moved on unrun
+        assert last_tick(project) == ran  # not moved on unrun
         third = start_scheduler(project)
         wait_for(lambda: "would send" in third.log, 30, "the missed tick")
         time.sleep(1.0)
@@ -402,6 +392,7 @@ def test_a_tick_missed_while_the_scheduler_was_down_runs_on_return_once(project)
         assert grid.deliveries() == []
     assert "was missed while the scheduler was down" in third.log
     assert third.log.count("would send") == 1
+    assert last_tick(project) > ran
 
 
 def test_sigterm_while_still_importing_stops_the_scheduler_cleanly(project):
@@ -425,8 +416,8 @@ def test_sigterm_while_still_importing_stops_the_scheduler_cleanly(project):
 
 
 def test_sigterm_while_the_last_batch_is_in_flight(project):
-    """The campaign's last tick finishes while the scheduler stops (it removes its own job):
-    the letters in flight are recorded, the campaign is finished, the scheduler exits."""
+    """The campaign's last tick finishes while the scheduler stops: the letters in flight are
+    recorded, the campaign is finished, the scheduler exits."""
     many_contacts(project, 4)
     with MockGrid(api_key=KEY, latency=1.5) as grid:
         write_live_config(project, grid, extra=FAST)
@@ -439,24 +430,48 @@ def test_sigterm_while_the_last_batch_is_in_flight(project):
     assert {r.status for r in campaign_letters(project)} == {"accepted"}
 
 
-def test_a_job_store_failure_stops_the_scheduler_with_one_line(project):
-    """The scheduler's own database step fails (not a tick): it says so in one line, lets go of
-    its lock and exits 1, rather than living on without ever ticking again."""
+UNREACHABLE = ("import time, outreach.ledger.database as d, outreach.ledger.locks as k, outreach.schedule as s\n"
+               "from sqlalchemy.exc import OperationalError\n"
+               "k.Lock.HEARTBEAT = 0.2\n"
+               "s.Scheduler.UNREACHABLE_AFTER_S = 1.0\n"
+               "_started, _write = time.time(), d.Ledger.write\n"
+               "def write(self):\n"
+               "    if time.time() - _started > 3:\n"
+               "        raise OperationalError('UPDATE locks', {}, Exception('unable to open database file'))\n"
+               "    return _write(self)\n"
+               "d.Ledger.write = write")
+
+
+def test_a_ledger_that_stops_answering_stops_the_scheduler_with_one_line(project):
+    """Its database gone (a file system, a server): it says so in one line, lets go of what it
+    can and exits 1, rather than living on without a lock it can no longer renew."""
     many_contacts(project, 10)
-    broken = ("from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore as S\n"
-              "from sqlalchemy.exc import OperationalError\n"
-              "def update_job(self, job):\n"
-              "    raise OperationalError('UPDATE scheduler_jobs', {}, Exception('database is locked'))\n"
-              "S.update_job = update_job")
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, extra=hourly_not_live())
+        proc = start_scheduler(project, prelude=UNREACHABLE)
+        assert proc.wait(30) == 1, proc.log
+        assert grid.deliveries() == []
+    assert "Traceback" not in proc.log
+    assert proc.log.count("the scheduler cannot go on: the ledger's database has not answered") == 1, proc.log
+    assert "unable to open database file" in proc.log and "scheduler stopped" in proc.log
+    ledger_of(project).lock("scheduler", "a second scheduler").acquire()  # the first one is gone
+
+
+def test_a_scheduler_thread_that_dies_stops_the_scheduler_with_one_line(project):
+    """APScheduler's own loop ended by an error (here: the trigger, the next time it is asked):
+    one line, exit 1, instead of a process that holds the lock and never ticks again."""
+    broken = ("import outreach.schedule as s\n_g, _n = s.OfficeHoursTrigger.get_next_fire_time, [0]\n"
+              "def g(self, *a):\n    _n[0] += 1\n"
+              "    if _n[0] > 1:\n        raise RuntimeError('the trigger broke')\n    return _g(self, *a)\n"
+              "s.OfficeHoursTrigger.get_next_fire_time = g")
+    many_contacts(project, 10)
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid, extra=FAST.replace("live = true", "live = false"))
         proc = start_scheduler(project, prelude=broken)
         assert proc.wait(30) == 1, proc.log
-        assert grid.deliveries() == []
     assert "Traceback" not in proc.log
-    assert proc.log.count("the scheduler cannot go on (OperationalError") == 1, proc.log
+    assert proc.log.count("the scheduler cannot go on: RuntimeError in thread") == 1, proc.log
     assert "scheduler stopped" in proc.log
-    ledger_of(project).lock("scheduler", "a second scheduler").acquire()  # the first one let go
 
 
 def test_sigterm_at_the_first_moment_stops_the_scheduler(project):
@@ -473,20 +488,20 @@ def test_sigterm_at_the_first_moment_stops_the_scheduler(project):
 
 
 def test_a_tick_due_as_the_scheduler_stops_is_kept_for_the_next_start(project):
-    """A tick handed out just before SIGTERM (its thread slow to start, here) does nothing,
-    and APScheduler has already moved its job on by an hour: the stop puts the run back,
-    so the next start runs it as missed instead of skipping a batch."""
+    """A tick handed out just before SIGTERM (slow to start, here) does nothing and leaves the
+    record of the last tick as it was, so the next start runs it as missed instead of
+    skipping a batch."""
     many_contacts(project, 10)
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid, extra=hourly_not_live())
-        store_a_missed_tick(project)
-        second = start_scheduler(project, prelude=slowed("run_tick", "tick handed out"))
+        ran = a_missed_tick(project)
+        second = start_scheduler(project, prelude=slowed("tick", "tick handed out"))
         wait_for(lambda: "tick handed out" in second.log, 30, "the missed tick handed out")
         second.send_signal(signal.SIGTERM)
         assert stopped_cleanly(second), second.log
         assert "would send" not in second.log
         assert "was left for the next start" in second.log
-        assert store_next_run(project) <= dt.datetime.now(UTC)
+        assert last_tick(project) == ran
         third = start_scheduler(project)
         wait_for(lambda: "would send" in third.log, 30, "the kept tick")
         third.send_signal(signal.SIGTERM)
@@ -495,23 +510,18 @@ def test_a_tick_due_as_the_scheduler_stops_is_kept_for_the_next_start(project):
     assert "was missed while the scheduler was down; running it now" in third.log
 
 
-def test_a_finished_campaigns_leftover_job_is_removed_on_start(project):
-    """A stop between 'campaign finished' and the removal of its job leaves the job stored;
-    the next start sees the campaign finished and removes it, rather than ticking for nothing."""
-    no_removal = "import outreach.schedule as s\ns._remove_job = lambda campaign: None"
+def test_a_finished_campaign_is_not_scheduled_again(project):
     many_contacts(project, 4)
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid, extra=FAST)
-        first = start_scheduler(project, prelude=no_removal)
+        first = start_scheduler(project)
         wait_for(lambda: "campaign finished" in first.log, 30, "the campaign to finish")
         first.send_signal(signal.SIGTERM)
         assert stopped_cleanly(first), first.log
-        assert store_next_run(project) is not None  # left behind
         second = start_scheduler(project)
         wait_for(lambda: "finished earlier" in second.log, 30, "the start")
         time.sleep(2.5)
         second.send_signal(signal.SIGTERM)
         assert stopped_cleanly(second), second.log
         assert len(grid.deliveries()) == 4
-    assert "sent 0" not in second.log
-    assert store_next_run(project) is None
+    assert "sent 0" not in second.log and "scheduled (" not in second.log

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, free_port
 from outreach.message import Message
-from outreach.smtp import SMTPTransport
+from outreach.transports.smtp import SMTPTransport
 
 aiosmtpd = pytest.importorskip("aiosmtpd", reason="aiosmtpd is a test dependency: pip install -e '.[test]'")
 from aiosmtpd.controller import Controller  # noqa: E402

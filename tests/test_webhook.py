@@ -137,7 +137,7 @@ def test_posts_out_of_order_end_in_the_right_state(tracked, signing_key):
                                 ev("delivered", T0 + 60, letter_id="d"), ev("processed", T0, letter_id="d")])
     assert statuses(tracked.ledger)["c"] == "clicked" and statuses(tracked.ledger)["d"] == "delivered"
     send(tracked, signing_key, [ev("bounce", T0 + 2, letter_id="d", type="blocked", reason="550 policy")])
-    row = next(r for r in tracked.ledger.letters() if r.id == "d")
+    row = next(r for r in tracked.ledger.letters.listing() if r.id == "d")
     assert (row.status, row.reason) == ("bounced", "blocked: 550 policy")
 
 
@@ -260,12 +260,12 @@ def test_a_body_over_the_limit_is_413_even_when_it_does_not_say_its_length(proje
 
 
 def test_an_answer_is_never_2xx_when_the_events_could_not_be_stored(tracked, signing_key, monkeypatch):
-    import outreach.event_store
+    import outreach.ledger.event_store
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(outreach.event_store, "ingest_posts", broken)
+    monkeypatch.setattr(outreach.ledger.event_store, "ingest_posts", broken)
     code, answer = send(tracked, signing_key, GOOD)
     assert code == 503 and "retry" in answer["error"]
 

@@ -91,6 +91,7 @@ campaign_state = Table(
     Column("paused", Integer, nullable=False, default=0),     # honoured by the scheduler at its next tick
     Column("ended_at", Float),                                # the scheduler found nothing left to send
     Column("updated_at", Float, nullable=False),
+    Column("last_tick_at", Float),                            # when the scheduler last ran a tick of it
 )
 
 
@@ -131,8 +132,9 @@ suppressions = Table(
 
 
 # Each migration brings the database from version N-1 to N: the tables it creates,
-# then any statements (ALTER TABLE ...) that change existing ones. Data is kept.
-MIGRATIONS: list[tuple[int, str, list[Table], list[str]]] = [
+# then any steps that change existing ones (SQL text, or a function of the connection).
+# Data is kept.
+MIGRATIONS: list[tuple[int, str, list[Table], list]] = [
     (1, "campaigns, letters, attempts, archive, locks",
      [campaigns, letters, attempts, archive, locks], []),
     (2, "campaign state for the scheduler (paused, ended)", [campaign_state], []),
@@ -149,6 +151,20 @@ MIGRATIONS: list[tuple[int, str, list[Table], list[str]]] = [
         "CREATE INDEX IF NOT EXISTS ix_letters_accepted ON letters (campaign_id, accepted_at)",
         "CREATE INDEX IF NOT EXISTS ix_events_timeline ON events (campaign_id, event, letter_id, occurred_at)",
     ]),
+    # The scheduler keeps its own record of the last tick it ran (a missed tick is one
+    # after it); APScheduler's job table, which held that before, is no longer used.
+    (6, "the scheduler's last tick, in campaign_state", [], [
+        lambda db: _add_column(db, "campaign_state", "last_tick_at", "FLOAT"),
+        "DROP TABLE IF EXISTS scheduler_jobs",
+    ]),
 ]
+
+
+def _add_column(db, table: str, column: str, kind: str) -> None:
+    """ALTER TABLE ... ADD COLUMN, unless the table was created with it (a new ledger)."""
+    from sqlalchemy import inspect
+
+    if column not in {c["name"] for c in inspect(db).get_columns(table)}:
+        db.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 MIGRATIONS.sort(key=lambda m: m[0])
 CURRENT_VERSION = MIGRATIONS[-1][0]

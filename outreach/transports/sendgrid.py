@@ -1,60 +1,52 @@
-"""Transports: one method, `send(message) -> SendResult`, and no knowledge of campaigns or ledgers.
-
-A transport reports what happened in terms the dispatcher can act on:
-
-- accepted:     the service took the message (SendGrid's 202 is not delivery);
-- throttled:    refused for rate (429); `reset_at` says when to try again;
-- retry:        never left or refused for a passing reason (5xx, refused connection, connect timeout);
-- failed:       refused for good (400, 403, 413, ...), with the service's own reason;
-- unauthorized: the credentials were refused (401): stop everything;
-- unknown:      the request left and no answer came (read timeout, cut connection): it may
-                have been accepted, so it must never be resent blindly.
-"""
+"""SendGrid's v3 Mail Send, through the official `sendgrid` library; its [sendgrid] config table."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
+from outreach.errors import UserError
 from outreach.message import Message
+from outreach.transports import Scrubber, SendResult
 
-OUTCOMES = ("accepted", "throttled", "retry", "failed", "unauthorized", "unknown")
+DELIVERS = True
 
 
 @dataclass(frozen=True)
-class SendResult:
-    outcome: str
-    status: int | None = None
-    message_id: str | None = None
-    error: str | None = None
-    reset_at: float | None = None   # throttled: epoch seconds when the limit resets
+class SendGrid:
+    api_host: str = "https://api.sendgrid.com"
+    api_key_env: str = "SENDGRID_API_KEY"
+    webhook_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"   # the Event Webhook's key (outreach serve)
 
 
-class Transport(Protocol):
-    name: str
+def read_settings(table_of) -> SendGrid:
+    """The [sendgrid] table (its defaults when there is none)."""
+    from outreach.config_table import env_problem, url_problem
 
-    def send(self, message: Message, *, sandbox: bool = False) -> SendResult: ...
+    g = table_of("sendgrid")
+    settings = SendGrid(
+        api_host=(g.text("api_host", SendGrid.api_host, check=url_problem) or "").rstrip("/"),
+        api_key_env=g.text("api_key_env", SendGrid.api_key_env, check=env_problem),
+        webhook_public_key_env=g.text("webhook_public_key_env", SendGrid.webhook_public_key_env,
+                                      check=env_problem),
+    )
+    g.done()
+    return settings
 
-    def close(self) -> None: ...
 
-
-class Scrubber:
-    """Removes a secret from any text before it is shown, logged or stored."""
-
-    def __init__(self, *secrets: str | None):
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def __call__(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
+def from_config(cfg) -> "SendGridTransport":
+    """SendGrid, with the API key from the variable named by [sendgrid] api_key_env."""
+    settings = cfg.sendgrid
+    env = settings.api_key_env
+    key = os.environ.get(env, "").strip()
+    if not key:
+        raise UserError(f"${env} is not set: export your SendGrid API key in it ({cfg.path}: "
+                        "[sendgrid] api_key_env names the variable); nothing was sent")
+    return SendGridTransport(key, settings.api_host, cfg.delivery.timeout_s, key_env=env,
+                             sender=cfg.sender.email)
 
 
 # -- SendGrid -----------------------------------------------------------------------------
@@ -63,17 +55,21 @@ class SendGridTransport:
     """SendGrid's v3 Mail Send through the official `sendgrid` library, one client per thread."""
 
     name = "sendgrid"
+    paced = True
 
-    def __init__(self, api_key: str, host: str, timeout_s: float):
+    def __init__(self, api_key: str, host: str, timeout_s: float, *, key_env: str = "SENDGRID_API_KEY",
+                 sender: str = ""):
         import logging
 
         # python_http_client logs request headers, the API key among them, at DEBUG:
         # that logger never goes below WARNING here.
         logging.getLogger("python_http_client").setLevel(logging.WARNING)
-        _share_urllib_opener()
         self._api_key = api_key
         self.host = host
+        self.where = host
         self.timeout_s = timeout_s
+        self.key_env = key_env
+        self.sender = sender
         self._local = threading.local()
         self.scrub = Scrubber(api_key)
 
@@ -172,47 +168,29 @@ class SendGridTransport:
                                                           f"({type(e).__name__}); it may have been accepted"))
         return SendResult("unknown", error=self.scrub(f"{type(e).__name__}: {e}"))
 
-    def close(self) -> None:
+    def preflight(self, message: Message) -> None:
+        """SendGrid's sandbox mode checks key, sender and payload without delivering; any refusal stops here."""
+        result = self.send(message, sandbox=True)
+        if result.outcome == "accepted":
+            return
+        if result.outcome == "unauthorized":
+            raise UserError(f"SendGrid refused the API key in ${self.key_env} ({result.error}); check the key; "
+                            "nothing was sent")
+        if result.status == 403:
+            raise UserError(f"SendGrid refused the sandbox check ({result.error}): the key needs the Mail Send "
+                            f"permission and [sender] email {self.sender} must be a verified sender; nothing was sent")
+        if result.outcome == "failed":
+            raise UserError(f"SendGrid rejected the first letter in the sandbox check ({result.error}); "
+                            "nothing was sent")
+        raise UserError(f"the sandbox check could not complete ({result.error or result.outcome}); "
+                        f"check [sendgrid] api_host {self.host} and the network; nothing was sent")
+
+    def close(self, complete: bool = True) -> None:
         self._local = threading.local()
 
 
 def _address(email: str, name: str) -> dict:
     return {"name": name, "email": email} if name else {"email": email}
-
-
-def _share_urllib_opener() -> None:
-    """Give python_http_client one shared urllib opener instead of a new one per request.
-
-    The library calls urllib.request.build_opener() for every request, which
-    builds a dozen handlers and re-reads the proxy environment: about half a
-    millisecond of CPU under the GIL each time, the largest cost of a send at
-    high concurrency. urllib's own urlopen() shares one opener the same way.
-    Every other name resolves to urllib.request unchanged.
-    """
-    import urllib.request
-
-    import python_http_client.client as phc
-
-    if isinstance(getattr(phc, "urllib", None), _SharedOpenerUrllib):
-        return
-    if getattr(phc, "urllib", None) is not urllib.request:
-        return  # a library version that does not work this way: leave it alone
-    phc.urllib = _SharedOpenerUrllib(urllib.request.build_opener())
-
-
-class _SharedOpenerUrllib:
-    def __init__(self, opener):
-        self._opener = opener
-
-    def build_opener(self, *handlers):
-        import urllib.request
-
-        return self._opener if not handlers else urllib.request.build_opener(*handlers)
-
-    def __getattr__(self, name):
-        import urllib.request
-
-        return getattr(urllib.request, name)
 
 
 def _header(headers, name: str) -> str | None:
@@ -253,29 +231,3 @@ def _service_reason(e) -> str:
         parts.append(violations)
     text = "; ".join(p for p in parts if p) or " ".join(raw.split())[:500] or "no reason given"
     return f"HTTP {e.status_code}: {text}"
-
-
-# -- Outbox ---------------------------------------------------------------------------------
-
-class OutboxTransport:
-    """Writes each message as an .eml file into a folder; nothing leaves the machine."""
-
-    name = "outbox"
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def send(self, message: Message, *, sandbox: bool = False) -> SendResult:
-        from outreach.message import to_eml
-
-        if sandbox:
-            return SendResult("accepted", 200)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        suffix = "-test" if message.is_test else ""
-        path = self.folder / f"{message.letter_id}{suffix}-{stamp}.eml"
-        path.write_bytes(to_eml(message))
-        return SendResult("accepted", None, message_id=path.name)
-
-    def close(self) -> None:
-        pass

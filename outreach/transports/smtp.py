@@ -1,22 +1,71 @@
-"""SMTP transport: smtplib with STARTTLS or SSL, credentials from the environment, one connection reused."""
+"""SMTP transport: smtplib with STARTTLS or SSL, credentials from the environment, one connection
+reused per worker; its [smtp] config table."""
 
 from __future__ import annotations
 
 import os
-import smtplib
-import socket
-import ssl
 import threading
+from dataclasses import dataclass
 
 from outreach.errors import UserError
 from outreach.message import Message, to_eml
 from outreach.transports import Scrubber, SendResult
+
+# smtplib (with ssl and the email package) is imported where a connection is made: reading
+# the [smtp] table, which every command's config does, must not cost its ~40 ms.
+
+DELIVERS = True
+PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class SMTP:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"      # starttls, ssl or none
+    username_env: str | None = None
+    password_env: str | None = None
+
+
+def read_settings(table_of) -> SMTP | None:
+    """The [smtp] table, if the config has one."""
+    from outreach.config_table import env_problem
+
+    m = table_of("smtp")
+    if not m.present:
+        return None
+    security = m.text("security", "starttls", check=lambda v: None if v in PORTS
+                      else "should be \"starttls\", \"ssl\" or \"none\"") or "starttls"
+    settings = SMTP(
+        host=m.text("host"),
+        port=m.number("port", PORTS[security], 0, 65535, integer=True),
+        security=security,
+        username_env=m.text("username_env", None, check=env_problem),
+        password_env=m.text("password_env", None, check=env_problem),
+    )
+    m.done()
+    return settings
+
+
+def from_config(cfg) -> "SMTPTransport":
+    """The [smtp] settings, with the credentials read from the environment variables they name."""
+    s = cfg.transport_settings("smtp")
+    if s is None or not s.host:
+        raise UserError(f"{cfg.path}: [delivery] transport is \"smtp\" but [smtp] host is not set")
+    username = os.environ.get(s.username_env, "") if s.username_env else ""
+    password = os.environ.get(s.password_env, "") if s.password_env else ""
+    if s.username_env and not username:
+        raise UserError(f"${s.username_env} is not set: export the SMTP user name in it ([smtp] username_env)")
+    if s.password_env and not password:
+        raise UserError(f"${s.password_env} is not set: export the SMTP password in it ([smtp] password_env)")
+    return SMTPTransport(s.host, s.port, s.security, cfg.delivery.timeout_s, username or None, password or None)
 
 
 class SMTPTransport:
     """Sends each message over a connection kept open per worker thread and reused across the batch."""
 
     name = "smtp"
+    paced = True
 
     def __init__(self, host: str, port: int, security: str, timeout_s: float,
                  username: str | None = None, password: str | None = None):
@@ -29,6 +78,9 @@ class SMTPTransport:
         self.scrub = Scrubber(password)
 
     def _connect(self) -> smtplib.SMTP:
+        import smtplib
+        import ssl
+
         context = ssl.create_default_context()
         if self.security == "ssl":
             conn = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=context)
@@ -56,9 +108,9 @@ class SMTPTransport:
             conn = self._local.conn = self._connect()
         return conn
 
-    def send(self, message: Message, *, sandbox: bool = False) -> SendResult:
-        if sandbox:
-            return SendResult("accepted")
+    def send(self, message: Message) -> SendResult:
+        import smtplib
+
         # SMTP lines end in CRLF; smtplib converts str messages but sends bytes as they are.
         data = to_eml(message).replace(b"\n", b"\r\n")
         for attempt in (1, 2):
@@ -104,6 +156,8 @@ class SMTPTransport:
 
     @staticmethod
     def _envelope(conn: smtplib.SMTP, message: Message) -> None:
+        import smtplib
+
         conn.ehlo_or_helo_if_needed()
         sender, recipient = ascii_address(message.from_email), ascii_address(message.to_email)
         code, reply = conn.mail(sender)
@@ -114,16 +168,20 @@ class SMTPTransport:
             raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
 
     def _reply(self, e: smtplib.SMTPResponseException) -> str:
+        import smtplib
+
         text = e.smtp_error.decode(errors="replace") if isinstance(e.smtp_error, bytes) else str(e.smtp_error)
         return self.scrub(f"SMTP {e.smtp_code}: {' '.join(text.split())}")
 
     def _refused(self, e: smtplib.SMTPResponseException) -> SendResult:
+        import smtplib
+
         if e.smtp_code in (530, 535):
             return SendResult("unauthorized", e.smtp_code, error=self._reply(e))
         kind = "retry" if 400 <= e.smtp_code < 500 else "failed"
         return SendResult(kind, e.smtp_code, error=self._reply(e))
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         with self._lock:
             conns, self._all = self._all, []
         for conn in conns:
@@ -138,6 +196,8 @@ def ascii_address(address: str) -> str:
 
 
 def _reset(conn: smtplib.SMTP) -> None:
+    import smtplib
+
     try:
         conn.rset()
     except (OSError, smtplib.SMTPException):
@@ -145,24 +205,12 @@ def _reset(conn: smtplib.SMTP) -> None:
 
 
 def _quietly_close(conn: smtplib.SMTP) -> None:
+    import smtplib
+
     try:
         conn.quit()
-    except (OSError, smtplib.SMTPException, socket.error):
+    except (OSError, smtplib.SMTPException, OSError):
         try:
             conn.close()
         except OSError:
             pass
-
-
-def smtp_transport_for(cfg) -> SMTPTransport:
-    """The [smtp] settings, with the credentials read from the environment variables they name."""
-    s = cfg.smtp
-    if s is None or not s.host:
-        raise UserError(f"{cfg.path}: [delivery] transport is \"smtp\" but [smtp] host is not set")
-    username = os.environ.get(s.username_env, "") if s.username_env else ""
-    password = os.environ.get(s.password_env, "") if s.password_env else ""
-    if s.username_env and not username:
-        raise UserError(f"${s.username_env} is not set: export the SMTP user name in it ([smtp] username_env)")
-    if s.password_env and not password:
-        raise UserError(f"${s.password_env} is not set: export the SMTP password in it ([smtp] password_env)")
-    return SMTPTransport(s.host, s.port, s.security, cfg.delivery.timeout_s, username or None, password or None)

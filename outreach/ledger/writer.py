@@ -1,0 +1,127 @@
+"""One writer thread per ledger: writes from many threads committed together (a group commit).
+
+A send's claims and finishes, and the webhook's posts of events, all go through
+it. Whatever queued while one transaction ran shares the next one, and its
+fsync. The order of the queue is kept: a worker's claim commits only with (or
+after) its own earlier finish, so a crash leaves at most one `sending` letter
+per worker.
+
+A group that fails is tried again one operation at a time, each in its own
+transaction: one bad operation fails alone, never the ones beside it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+# How one kind of operation is written: (db, payloads) -> one result per payload.
+Handler = Callable[[Any, list], list]
+
+
+def now() -> float:
+    return time.time()
+
+
+class _Op:
+    __slots__ = ("handler", "payload", "weight", "future", "on_error")
+
+    def __init__(self, handler: Handler, payload, weight: int, future: Future | None, on_error=None):
+        self.handler, self.payload, self.weight, self.future = handler, payload, weight, future
+        self.on_error = on_error
+
+
+class GroupWriter:
+    """`call(handler, payload)` waits until committed; `post(...)` queues without waiting.
+
+    A handler is a function (db, payloads) -> results, called once for a run of
+    queued operations of its kind, inside the group's transaction."""
+
+    def __init__(self, ledger, max_weight: int = 20_000):
+        self.ledger = ledger
+        self.max_weight = max_weight
+        self.closed = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, handler: Handler, payload, weight: int = 1) -> Future:
+        """Queue one operation; the future gives its result once committed (or its error)."""
+        future: Future = Future()
+        self._put(_Op(handler, payload, weight, future))
+        return future
+
+    def call(self, handler: Handler, payload, weight: int = 1):
+        """Queue one operation and wait for its result."""
+        return self.submit(handler, payload, weight).result()
+
+    def post(self, handler: Handler, payload, on_error: Callable[[BaseException], None], weight: int = 1) -> None:
+        """Queue one operation without waiting; `on_error` hears if it fails."""
+        self._put(_Op(handler, payload, weight, None, on_error))
+
+    def _put(self, op: _Op) -> None:
+        if self.closed:
+            raise RuntimeError("the ledger's writer is closed")
+        self._queue.put(op)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put(None)
+            self._thread.join()
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (op := self._queue.get()) is not None:
+            group, weight = [op], op.weight
+            while weight < self.max_weight:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+                weight += nxt.weight
+            self._write(group)
+
+    def _write(self, group: list[_Op]) -> None:
+        try:
+            with self.ledger.write() as db:
+                results = self._apply(db, group)
+        except BaseException as e:  # noqa: BLE001 - handed to the callers
+            if len(group) > 1:
+                for op in group:  # alone, each in its own transaction: the bad one fails by itself
+                    self._write([op])
+            else:
+                self._fail(group[0], e)
+            return
+        for op, result in zip(group, results):
+            if op.future is not None:
+                op.future.set_result(result)
+
+    @staticmethod
+    def _apply(db, group: list[_Op]) -> list:
+        """Each run of operations of one kind, in the order they came, with one call of its handler."""
+        results: list = []
+        start = 0
+        while start < len(group):
+            end = start
+            while end < len(group) and group[end].handler is group[start].handler:
+                end += 1
+            results += group[start].handler(db, [op.payload for op in group[start:end]])
+            start = end
+        return results
+
+    @staticmethod
+    def _fail(op: _Op, error: BaseException) -> None:
+        if op.future is not None:
+            op.future.set_exception(error)
+        else:
+            op.on_error(error)

@@ -1,0 +1,98 @@
+"""A letter's states, the moves between them, and the groupings every view takes from here.
+
+Pure: no database, no I/O. The ledger stores the state; this module says what
+the states are and which moves are allowed, so changing the state machine is
+a change in one place.
+
+    pending ──▶ sending ──▶ accepted ──▶ delivered / opened / clicked
+       │           │            └──▶ deferred ─▶ delivered | bounced
+       │           ├──▶ retry_wait ──▶ sending        (429, 5xx, refused connection)
+       │           ├──▶ failed                       (refused for good)
+       │           └──▶ unknown                      (the request left, no answer came)
+       └──▶ skipped (suppressed, no longer in the audience)
+    accepted ──▶ bounced / dropped / spamreport / unsubscribed
+"""
+
+from __future__ import annotations
+
+STATES = ("pending", "sending", "retry_wait", "accepted", "delivered", "opened", "clicked", "deferred",
+          "bounced", "dropped", "spamreport", "unsubscribed", "failed", "unknown", "skipped")
+
+# Recorded and still to send by the next live run.
+TO_SEND = frozenset({"pending", "retry_wait"})
+# A request may be in flight: only a running send leaves a letter here.
+IN_FLIGHT = frozenset({"sending"})
+# The mail service took the letter (or later): it is never sent again.
+SENT = frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "bounced", "dropped",
+                  "spamreport", "unsubscribed"})
+# Someone has to look: it may have been accepted (unknown), or it was refused (failed).
+NEEDS_ATTENTION = ("unknown", "failed")
+# Not finished: a run that leaves any letter here ends with "needs attention".
+UNFINISHED = TO_SEND | IN_FLIGHT | frozenset(NEEDS_ATTENTION)
+
+# The report's cumulative funnel: which current states have reached each step.
+FUNNEL = ("targeted", "accepted", "delivered", "opened", "clicked")
+REACHED = {
+    "accepted": SENT,
+    "delivered": frozenset({"delivered", "opened", "clicked", "spamreport", "unsubscribed"}),
+    "opened": frozenset({"opened", "clicked"}),
+    "clicked": frozenset({"clicked"}),
+}
+# Shown beside the funnel, each on its own.
+BESIDE = ("skipped", "deferred", "bounced", "dropped", "failed", "unknown")
+# The report's "needs attention" list (deferred only once it has waited too long).
+ATTENTION = ("unknown", "failed", "bounced", "deferred")
+
+# Follow-ups: which states of the first campaign's letter each `audience.status` means.
+FOLLOW_UP = {
+    "not_opened": frozenset({"delivered"}),                       # reached the office, never opened
+    "delivered": frozenset({"delivered", "opened", "clicked"}),
+    "not_delivered": frozenset({"accepted", "deferred", "bounced", "dropped", "failed", "unknown"}),
+}
+
+# A bounced letter's reason starts with its bounce type: "blocked: ..." is the receiving
+# server refusing for now (worth sending again); "bounce: ..." is a dead address.
+BLOCKED_PREFIX = "blocked"
+
+# Why a letter is skipped, when the run decided it and may undo it (the recipient comes back).
+SUPPRESSED_PREFIX = "suppressed: "
+FILTERED = "filtered: no longer in the audience or the contact list"
+
+
+def retryable(status: str, reason: str | None) -> bool:
+    """`send --retry-failed` may send it again: refused (failed), or bounced as blocked."""
+    return status == "failed" or (status == "bounced" and (reason or "").startswith(BLOCKED_PREFIX))
+
+
+def skipped_by_run(reason: str | None) -> bool:
+    """A skip the run decided (suppressed, left the audience): undone when the reason goes."""
+    return (reason or "").startswith(SUPPRESSED_PREFIX) or reason == FILTERED
+
+
+# Every move a letter may make, besides those its events decide (see `by_events`).
+MOVES = {
+    "pending": {"sending", "skipped"},                # claimed by a run; left out before sending
+    "sending": {"accepted", "retry_wait", "failed", "unknown",
+                "pending"},                           # credentials refused: the attempt is given back
+    "retry_wait": {"sending", "skipped"},
+    "unknown": {"pending"},                           # released by the operator
+    "failed": {"pending"},                            # --retry-failed
+    "bounced": {"pending"},                           # --retry-failed (blocked only)
+    "skipped": {"pending", "retry_wait", "skipped"},  # its recipient is back; or skipped for another reason
+}
+
+
+def can_move(old: str, new: str) -> bool:
+    """Whether a letter may go from `old` to `new` by our own hand (events aside)."""
+    return new in MOVES.get(old, ())
+
+
+def by_events(current: str) -> bool:
+    """Whether a letter's events decide its state: any letter we may have sent. A skipped
+    letter was never sent by us and stays skipped."""
+    return current != "skipped"
+
+
+def counts_template() -> dict[str, int]:
+    """Every state at zero: the shape of `status --json`."""
+    return dict.fromkeys(STATES, 0)

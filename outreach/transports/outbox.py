@@ -1,0 +1,111 @@
+"""The outbox: letters written as .eml files under OUTBOX_DIR/CAMPAIGN/RUN_ID/, with a manifest.
+
+What a dry run sends through: nothing leaves the machine. Files go to a hidden
+partial folder, published (renamed) only when the run completed, so a run cut
+short or failed leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from outreach.errors import UserError
+from outreach.message import Message, to_eml
+from outreach.transports import SendResult
+
+DELIVERS = False
+MANIFEST_COLUMNS = ["letter_id", "email", "bioguide_id", "name", "subject", "file"]
+
+
+def read_settings(table_of) -> None:
+    """The outbox's folder is [delivery] outbox_dir: no table of its own."""
+    return None
+
+
+def from_config(cfg, campaign: str) -> "OutboxTransport":
+    return OutboxTransport(cfg.outbox_dir, campaign)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus a few random characters."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+class OutboxTransport:
+    """One run's folder: each message an .eml file, the manifest written when the run completes."""
+
+    name = "outbox"
+    paced = False
+
+    def __init__(self, outbox_dir: Path, campaign: str, run_id: str | None = None):
+        self.run_id = run_id or new_run_id()
+        self.folder = outbox_dir / campaign / self.run_id
+        self.partial = outbox_dir / campaign / f".{self.run_id}.partial"
+        self.where = str(self.folder)
+        self.rows: list[list[str]] = []
+        self._date: tuple[int, str] | None = None
+        self._dir_fd: int | None = None
+
+    def _open(self) -> int:
+        if self._dir_fd is None:
+            try:
+                self.partial.mkdir(parents=True)
+                self._dir_fd = os.open(self.partial, os.O_RDONLY)
+            except OSError as e:
+                raise UserError(f"{self.partial}: cannot create the outbox folder: {e.strerror}") from None
+        return self._dir_fd
+
+    def send(self, message: Message) -> SendResult:
+        """Write the message; a file that cannot be written stops the run (UserError)."""
+        folder = self._open()
+        name = f"{message.letter_id}{'-test' if message.is_test else ''}.eml"
+        data = to_eml(message, self._now())
+        try:
+            # Relative to the open folder: no path lookup per file, which adds up over 10,000.
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise UserError(f"{self.partial / name}: cannot write to the outbox: {e.strerror}; "
+                            "nothing was written") from None
+        self.rows.append([message.letter_id, message.to_email, message.bioguide_id, message.to_name,
+                          message.subject, name])
+        return SendResult("accepted", message_id=name)
+
+    def _now(self) -> str:
+        # One Date per second is plenty and saves formatting it 10,000 times.
+        from email.utils import formatdate
+
+        second = int(time.time())
+        if self._date is None or self._date[0] != second:
+            self._date = (second, formatdate(second, usegmt=True))
+        return self._date[1]
+
+    def close(self, complete: bool = True) -> None:
+        """Publish the folder with its manifest if the run completed; otherwise remove it."""
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        if not complete:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            return
+        self.partial.mkdir(parents=True, exist_ok=True)  # a run of no letters still has its folder
+        try:
+            with open(self.partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(MANIFEST_COLUMNS)
+                w.writerows(self.rows)
+            os.replace(self.partial, self.folder)
+        except OSError as e:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            raise UserError(f"{self.partial}: cannot finish the outbox folder: {e.strerror}; "
+                            "nothing was written") from None
