@@ -13,6 +13,7 @@ import click
 
 from outreach import __version__
 from outreach.cli_base import App, pass_app
+from outreach.cli_contacts import contacts
 from outreach.cli_ledger import letters, status
 from outreach.cli_letters import preview, send
 from outreach.cli_report import report
@@ -65,71 +66,6 @@ def config_check(app: App) -> int:
     key_env = cfg.sendgrid.api_key_env
     click.echo(f"  ${key_env}: {'set' if os.environ.get(key_env) else 'not set'}")
     return EXIT_ATTENTION if any_missing else EXIT_OK
-
-
-# -- contacts -----------------------------------------------------------------
-
-@cli.group()
-def contacts() -> None:
-    """Check contact lists and import the official legislator files."""
-
-
-@contacts.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def contacts_check(file: Path, as_json: bool) -> int:
-    """Check a contact list: every problem with its line, column, value and reason.
-
-    Exit 0 when every row is valid, 1 when some were rejected, 2 when the file
-    cannot be used.
-    """
-    from outreach.contacts import read_contacts
-
-    result = read_contacts(file)
-    if as_json:
-        import json
-
-        click.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
-    else:
-        delim = {"tab": "tab", ",": "comma", ";": "semicolon"}[result.delimiter]
-        click.echo(f"{file}: {result.rows} rows, {len(result.contacts)} valid, "
-                   f"{len(result.rejected_lines)} rejected ({result.encoding}, {delim}-separated)")
-        for note in result.notes:
-            click.echo(f"note: {note}")
-        for p in result.problems:
-            shown = f" {one_line(p.value)!r}" if p.value else ""
-            click.echo(f"line {p.line}, column {p.column}:{shown} {p.reason}")
-    if not result.contacts:
-        if not as_json:
-            click.echo(f"outreach: {file}: no valid row; fix the problems above", err=True)
-        return EXIT_BAD_INPUT
-    return EXIT_ATTENTION if result.problems else EXIT_OK
-
-
-@contacts.command("import-legislators")
-@click.argument("legislators_csv", type=click.Path(path_type=Path))
-@click.option("--committees", "membership_csv", type=click.Path(path_type=Path),
-              help="committee-membership-current.csv from congress-legislators.")
-@click.option("--emails", "emails_csv", type=click.Path(path_type=Path),
-              help="A CSV with bioguide_id,email (members publish no addresses).")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the contact list.")
-def contacts_import(legislators_csv: Path, membership_csv: Path | None, emails_csv: Path | None,
-                    out: Path) -> int:
-    """Turn the official congress-legislators CSV files into a contact list."""
-    from outreach.legislators import import_legislators
-
-    result = import_legislators(legislators_csv, membership_csv, emails_csv, out)
-    click.echo(f"{out}: {result.members} members ({result.senators} senators, "
-               f"{result.representatives} House members), "
-               f"{result.with_committees} with committees")
-    if result.without_email:
-        click.echo(f"{len(result.without_email)} members have no email yet; add them to "
-                   f"{emails_csv or 'an --emails CSV (bioguide_id,email)'}:")
-        for bioguide, name in result.without_email:
-            click.echo(f"  {bioguide}  {name}")
-        return EXIT_ATTENTION
-    return EXIT_OK
 
 
 # -- entry point ----------------------------------------------------------------
@@ -190,5 +126,5 @@ def run(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-for command in (preview, send, status, letters, report, serve, events, suppressions, schedule):
+for command in (contacts, preview, send, status, letters, report, serve, events, suppressions, schedule):
     cli.add_command(command)

@@ -38,12 +38,16 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     from outreach.message import message_for, to_eml
     from outreach.plan import shown_reason
     from outreach.run import PREVIEW, CampaignRun, Request
+    from outreach.states import TERM_ENDED_PREFIX
 
     cfg = app.config
     summary = CampaignRun(cfg, Request(PREVIEW, campaign, contacts_file, limit, tuple(to))).prepare()
     plan = summary.plan
     for contact, reason in plan.left_out:
-        click.echo(f"note: {contact.email} is {shown_reason(reason)} and will be skipped", err=True)
+        if not reason.startswith(TERM_ENDED_PREFIX):
+            click.echo(f"note: {contact.email} is {shown_reason(reason)} and will be skipped", err=True)
+    for line in summary.warnings:
+        click.echo(f"warning: {line}", err=True)
     if not summary.letters:
         click.echo(f"{plan.name}: no letter left to send (every recipient in the audience has one); "
                    "`--to BIOGUIDE_OR_EMAIL` previews a recipient's letter", err=True)
@@ -145,6 +149,8 @@ def _print(summary, cfg) -> int:
     from outreach.run import DRY_RUN, RETRY, TEST
 
     mode, plan, d = summary.request.mode, summary.plan, summary.dispatched
+    for line in summary.warnings if not summary.asked else ():
+        click.echo(f"warning: {line}", err=True)
     if summary.orphans:
         click.echo(f"warning: {summary.orphans} letters were left `sending` by a run that stopped; they are now "
                    "`unknown` and will not be resent: review them with `outreach letters list --state unknown`",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from outreach.config_table import Table, email_problem, env_problem
+from outreach.config_table import Table, email_problem, env_problem, url_problem
 from outreach.errors import UserError
 
 DEFAULT_CONFIG = "config.toml"
@@ -48,6 +48,11 @@ class Delivery:
 class Webhook:
     max_age_s: float = 600.0                 # older (or future) signed timestamps are refused
     max_body_bytes: int = 16 * 1024 * 1024   # larger posts get 413
+
+
+@dataclass(frozen=True)
+class Legislators:
+    base_url: str = "https://unitedstates.github.io/congress-legislators"   # where --download fetches from
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class Settings:
     webhook: Webhook = Webhook()
     dashboard: Dashboard = Dashboard()
     transports: dict[str, Any] = field(default_factory=dict)   # each transport's own table, read by it
+    legislators: Legislators = Legislators()
 
 
 def _read_settings(data: dict, path: Path) -> Settings:
@@ -147,6 +153,10 @@ def _read_settings(data: dict, path: Path) -> Settings:
     )
     w.done()
 
+    g = top.table("legislators")
+    legislators = Legislators(base_url=(g.text("base_url", Legislators.base_url, check=url_problem) or "").rstrip("/"))
+    g.done()
+
     b = top.table("dashboard")
     dashboard = Dashboard(token_env=b.text("token_env", Dashboard.token_env, check=env_problem))
     b.done()
@@ -185,7 +195,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
     top.done()
     if problems:
         raise UserError(*problems)
-    return Settings(sender, delivery, database_url, campaigns, webhook, dashboard, transports)
+    return Settings(sender, delivery, database_url, campaigns, webhook, dashboard, transports, legislators)
 
 
 def _seen(table: Table, key: str) -> None:
@@ -346,6 +356,10 @@ class Config:
     @property
     def webhook(self) -> Webhook:
         return self.settings.webhook
+
+    @property
+    def legislators(self) -> Legislators:
+        return self.settings.legislators
 
     @property
     def dashboard(self) -> Dashboard:

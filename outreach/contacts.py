@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import functools
 import io
 import re
@@ -62,6 +63,7 @@ class Contact:
     committees: tuple[str, ...]
     staffer: str
     fields: dict[str, str]
+    term_end: datetime.date | None = None   # the member's current term ends at noon Eastern on this day
 
     @property
     def key(self) -> str:
@@ -85,6 +87,7 @@ class ContactList:
     contacts: list[Contact]
     problems: list[Problem]
     notes: list[str]
+    has_term_end: bool = False   # the list carries term_end (from `contacts import-legislators` or `refresh`)
 
     @property
     def rejected_lines(self) -> set[int]:
@@ -137,6 +140,40 @@ def _sniff_delimiter(text: str) -> str:
     counts = {d: header.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
     return best if counts[best] else ","
+
+
+@dataclass
+class Sheet:
+    """A contact list's cells as they are (for rewriting it): its header, as spelled and as our
+    names, and each row with its spreadsheet line."""
+
+    names: list[str]
+    shown: list[str]
+    rows: list[tuple[int, list[str]]]
+
+    def value(self, cells: list[str], name: str) -> str:
+        i = self.names.index(name) if name in self.names else None
+        return cells[i].strip() if i is not None and i < len(cells) else ""
+
+
+def read_sheet(path: str | Path) -> Sheet:
+    """The rows of a contact list, unvalidated; UserError only when the file cannot be read."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: contact list not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the contact list: {e.strerror}") from None
+    text, _, _ = _decode(path, raw)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text), strict=False)
+    try:
+        header = next(reader, [])
+        rows = [(i + 2, cells) for i, cells in enumerate(reader) if any(c.strip() for c in cells)]
+    except csv.Error as e:
+        raise UserError(f"{path}: cannot read it as CSV: {e}") from None
+    names = [normalise_header(c) or f"column_{i + 1}" for i, c in enumerate(header)]
+    return Sheet(names, [c.strip() or n for c, n in zip(header, names)], rows)
 
 
 def read_contacts(path: str | Path) -> ContactList:
@@ -197,7 +234,7 @@ def read_contacts(path: str | Path) -> ContactList:
                                         f"duplicate recipient: same email as line {first}; the first is kept"))
         problems.extend(row_problems)
     return ContactList(path, encoding, "tab" if delimiter == "\t" else delimiter, rows,
-                       contacts, problems, notes)
+                       contacts, problems, notes, "term_end" in columns.index)
 
 
 class _Columns:
@@ -296,6 +333,13 @@ class _RowChecker:
             bad("committees", values["committees"],
                 f"{wrong_code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
 
+        term_end = None
+        if values.get("term_end"):
+            try:
+                term_end = _term_end(values["term_end"])
+            except ValueError as e:
+                bad("term_end", values["term_end"], f"{e} (the last day of the member's current term)")
+
         if not last and full_name:
             last = _last_name(full_name)
             if last is None:
@@ -307,8 +351,15 @@ class _RowChecker:
             line=line, email=email or "", full_name=full_name, first_name=first, last_name=last,
             chamber=chamber or "", state=state or "", district=district, bioguide_id=bioguide,
             party=values.get("party", ""), committees=committees, staffer=values.get("staffer", ""),
-            fields=values,
+            fields=values, term_end=term_end,
         ), problems
+
+
+@functools.lru_cache(maxsize=1024)
+def _term_end(value: str) -> datetime.date | None:
+    from outreach.terms import parse_term_end
+
+    return parse_term_end(value)
 
 
 @functools.lru_cache(maxsize=4096)

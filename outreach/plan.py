@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from outreach import states
+from outreach import states, terms
 from outreach.audience import Selection, select
 from outreach.contacts import Contact, ContactList, read_contacts
 from outreach.errors import UserError
@@ -50,6 +50,7 @@ class Plan:
     already: Counter = field(default_factory=Counter)        # state -> recipients whose letter is past sending
     orphans: int = 0                        # letters left `sending` by a run that is gone
     not_due: int = 0                        # follow-ups: recipients of the first campaign not (yet) in the wanted state
+    term_ended: int = 0                     # recipients left out: their term is over (a new Congress)
 
     @property
     def new(self) -> int:
@@ -65,7 +66,9 @@ class Plan:
         """One line per row or recipient left out, with the reason (for summaries)."""
         out = [f"line {p.line}: {p.column}: {p.reason}" for p in self.contact_list.problems]
         out += [f"line {c.line}: {c.email}: excluded by the campaign's audience" for c in self.selection.excluded]
-        out += [f"line {c.line}: {c.email}: {shown_reason(reason)}: never written to again" for c, reason in self.left_out]
+        out += [f"line {c.line}: {c.email}: {shown_reason(reason)}"
+                + (": never written to again" if reason.startswith(states.SUPPRESSED_PREFIX) else "")
+                for c, reason in self.left_out]
         return out
 
     def find(self, who: str) -> Contact:
@@ -78,9 +81,11 @@ class Plan:
         left_out = dict((c.key, reason) for c, reason in self.left_out)
         for c in self.audience:
             if match(c):
-                if c.key in left_out:
+                if c.key in left_out and left_out[c.key].startswith(states.SUPPRESSED_PREFIX):
                     raise UserError(f"{who}: {shown_reason(left_out[c.key])}; `outreach suppressions remove "
                                     f"{c.email}` if that was a mistake")
+                if c.key in left_out:
+                    raise UserError(f"{who}: {left_out[c.key]}")
                 return c
         for c in self.contact_list.contacts:
             if match(c):
@@ -101,15 +106,17 @@ class Plan:
 
 
 def plan_campaign(cfg, name: str | None, contacts: Path | None = None, ledger=None,
-                  now: float | None = None) -> Plan:
+                  now: float | None = None, terms_at: float | None = None) -> Plan:
     """What a run of campaign `name` would do; `contacts` overrides the configured list.
 
-    Without a ledger (none yet), everyone in the audience is still to send. With
-    one, suppressed addresses are left out, recipients who already have a
-    letter are counted by state, and a follow-up keeps only the first
-    campaign's recipients whose letter is in the wanted state for long enough.
+    Members whose term has ended at `terms_at` (default: outreach.terms.now()) are
+    left out. Without a ledger (none yet), everyone else in the audience is still
+    to send. With one, suppressed addresses are left out too, recipients who
+    already have a letter are counted by state, and a follow-up keeps only the
+    first campaign's recipients whose letter is in the wanted state for long enough.
     """
     now = time.time() if now is None else now
+    terms_at = terms.now() if terms_at is None else terms_at
     name, campaign = cfg.campaign(name)
     path = contacts if contacts is not None else cfg.resolve(campaign.contacts)
     contact_list = read_contacts(path)
@@ -122,18 +129,21 @@ def plan_campaign(cfg, name: str | None, contacts: Path | None = None, ledger=No
         wanted = _follow_up_audience(ledger, campaign, now)
         plan.not_due = sum(1 for c in plan.audience if c.key not in wanted)
         plan.audience = [c for c in plan.audience if c.key in wanted]
-    suppressed = ledger.suppressions.reasons() if ledger is not None else {}
+    # Who gets no letter, and why (the first reason that holds).
+    held = {c.key: terms.term_ended_reason(c.term_end) for c in plan.audience if terms.term_over(c.term_end, terms_at)}
+    plan.term_ended = len(held)
     if ledger is not None:
+        held.update((key, states.SUPPRESSED_PREFIX + reason) for key, reason in ledger.suppressions.reasons().items())
         plan.campaign_id = ledger.campaigns.id(name, create=False)
         plan.known = ledger.letters.known(plan.campaign_id)
-    plan.changes = settle(plan.known, {c.key for c in plan.audience}, suppressed)
+    plan.changes = settle(plan.known, {c.key for c in plan.audience}, held)
     for c in plan.changes:
         plan.known[c.email_key] = plan.known[c.email_key]._replace(status=c.new, reason=c.reason)
     plan.orphans = sum(1 for k in plan.known.values() if k.status in states.IN_FLIGHT)
     for contact in plan.audience:
         entry = plan.known.get(contact.key)
-        if contact.key in suppressed:
-            plan.left_out.append((contact, states.SUPPRESSED_PREFIX + suppressed[contact.key]))
+        if contact.key in held:
+            plan.left_out.append((contact, held[contact.key]))
         elif entry is None or entry.status == "pending":
             plan.to_send.append(contact)
         elif entry.status == "retry_wait":
@@ -144,28 +154,30 @@ def plan_campaign(cfg, name: str | None, contacts: Path | None = None, ledger=No
     return plan
 
 
-def settle(known: dict, audience: set[str], suppressed: dict[str, str]) -> list[Change]:
-    """Recorded letters not yet sent, held against today's audience and suppression list.
+def settle(known: dict, audience: set[str], held: dict[str, str]) -> list[Change]:
+    """Recorded letters not yet sent, held against today's audience and what holds recipients back.
 
-    Decided once per letter: a suppressed address is `skipped` with the suppression's
-    reason; a recipient no longer in the audience (or the contact list) is `skipped`
-    as FILTERED; a letter the run skipped whose recipient is back and not suppressed
-    waits again (`retry_wait` if it had a retry time, else `pending`).
+    `held`: email_key -> why that recipient gets no letter (suppressed, term ended).
+    Decided once per letter: a held recipient's letter is `skipped` with that reason;
+    a recipient no longer in the audience (or the contact list) is `skipped` as
+    FILTERED; a letter the run skipped whose recipient is back and not held waits
+    again (`retry_wait` if it had a retry time, else `pending`).
     """
     changes = []
     for key, k in known.items():
         if k.status not in states.TO_SEND and k.status != "skipped":
             continue
-        held = k.status == "skipped"
-        if held and not states.skipped_by_run(k.reason):
+        was_skipped = k.status == "skipped"
+        if was_skipped and not states.skipped_by_run(k.reason):
             continue  # skipped for a reason this does not decide
-        if key in suppressed:
-            status, reason = "skipped", states.SUPPRESSED_PREFIX + suppressed[key]
+        if key in held:
+            status, reason = "skipped", held[key]
         elif key not in audience:
             status, reason = "skipped", states.FILTERED
-        elif held:
+        elif was_skipped:
             status = "retry_wait" if k.next_attempt_at is not None else "pending"
-            reason = "back in the audience" if k.reason == states.FILTERED else "suppression removed"
+            reason = {states.FILTERED: "back in the audience"}.get(k.reason) or (
+                "term renewed" if k.reason.startswith(states.TERM_ENDED_PREFIX) else "suppression removed")
         else:
             continue
         if (status, reason) != (k.status, k.reason):

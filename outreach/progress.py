@@ -8,13 +8,14 @@ import sys
 class Progress:
     """`with Progress(total, "rendering") as p: p.advance()`; quiet for short runs off a terminal."""
 
-    def __init__(self, total: int, label: str, stream=None):
+    def __init__(self, total: int, label: str, stream=None, lines: bool = True):
         self.total = total
         self.label = label
         self.stream = stream or sys.stderr
         self.done = 0
         self._bar = None
-        self._next_line = max(total // 4, 1000)
+        # Off a terminal, a line at each quarter of a long run (`lines`); bytes are not worth it.
+        self._next_line = max(total // 4, 1000) if lines else float("inf")
 
     def __enter__(self) -> "Progress":
         if self.total and getattr(self.stream, "isatty", lambda: False)():

@@ -7,7 +7,7 @@ import io
 
 HTML_ROW_LIMIT = 2000
 CSV_COLUMNS = ("id", "name", "bioguide_id", "chamber", "state", "district", "party", "email", "status",
-               "last_event", "last_event_at", "accepted_at", "reason")
+               "last_event", "last_event_at", "accepted_at", "reason", "term_end", "term_ended")
 
 # Tile-grid positions (column, row) of each state and territory for the map.
 TILES = {
@@ -31,7 +31,8 @@ def to_csv(report: dict) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for letter in report["letters"]:
-        writer.writerow(["" if letter[c] is None else letter[c] for c in CSV_COLUMNS])
+        writer.writerow(["" if letter[c] is None else ("yes" if letter[c] is True else "" if letter[c] is False
+                                                       else letter[c]) for c in CSV_COLUMNS])
     return out.getvalue()
 
 
@@ -55,6 +56,10 @@ def to_table(report: dict, console) -> None:
     console.print("[dim]accepted: SendGrid took the letter; delivered: the office's mail server did[/dim]")
     for reason, n in s.get("skipped_reasons", {}).items():
         console.print(f"[dim]skipped {n}: {escape(reason)}[/dim]")
+    if s.get("terms_ended"):
+        console.print(f"[bold]{s['terms_ended']} offices' terms have ended[/bold] (by {s['terms_ended_by']}): "
+                      "marked [term ended] below; a new Congress may have replaced them "
+                      "(`outreach contacts refresh`)", highlight=False)
     for name, rows in report["breakdowns"].items():
         if name == "state" and len(rows) > 12:
             rows = sorted(rows, key=lambda r: (r["delivery_rate"] or 0))[:12]
@@ -97,6 +102,9 @@ def to_table(report: dict, console) -> None:
                           f"{r['status']:<12} {event:<21} {r['email']}", markup=False, highlight=False, soft_wrap=True)
             if r["reason"]:
                 console.print(f"         └ {r['reason']}", markup=False, highlight=False, soft_wrap=True)
+            if r.get("term_ended"):
+                console.print(f"         └ [term ended] {r['term_end']}", markup=False, highlight=False,
+                              soft_wrap=True)
 
 
 # Delivery rate colours: red where most letters did not arrive, amber in between,

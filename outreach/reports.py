@@ -8,11 +8,12 @@ outreach.ledger.report_queries); this module shapes what it counted.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections import Counter
 
-from outreach import states
+from outreach import states, terms
 from outreach.ledger.report_queries import LETTER_KEYS
 
 FUNNEL = states.FUNNEL
@@ -92,11 +93,19 @@ def timeline_buckets(first: float | None, last: float | None, points: int = 48) 
             "_start": start}
 
 
-def _letter_dicts(ledger, campaign_id: int, limit: int | None = None, offset: int = 0) -> list[dict]:
+def last_ended(at: float) -> str:
+    """The latest term_end (YYYY-MM-DD) over at `at`: terms end at noon Eastern."""
+    local = dt.datetime.fromtimestamp(at, terms.EASTERN)
+    day = local.date() if local.time() >= terms.NOON else local.date() - dt.timedelta(days=1)
+    return day.isoformat()
+
+
+def _letter_dicts(ledger, campaign_id: int, ended: str, limit: int | None = None, offset: int = 0) -> list[dict]:
     out = []
     for r in ledger.reports.letters(campaign_id, limit, offset):
         d = dict(zip(LETTER_KEYS, r))
         d["last_event_at"], d["accepted_at"] = _iso(d["last_event_at"]), _iso(d["accepted_at"])
+        d["term_ended"] = d["term_end"] is not None and d["term_end"] <= ended
         out.append(d)
     return out
 
@@ -104,23 +113,28 @@ def _letter_dicts(ledger, campaign_id: int, limit: int | None = None, offset: in
 # -- the report --------------------------------------------------------------------------------------
 
 def build_report(ledger, campaign: str, now: float | None = None, letters: str = "all",
-                 letters_limit: int | None = None, letters_offset: int = 0) -> dict:
+                 letters_limit: int | None = None, letters_offset: int = 0, terms_at: float | None = None) -> dict:
     """The report of `campaign`: {"summary", "breakdowns", "attention", "timeline", "letters"}.
 
     letters: "all" (a list of dicts), "none" (left out: the caller adds them another way).
+    Offices whose term has ended at `terms_at` (default: outreach.terms.now()) are counted and
+    marked, so a campaign that spans a change of Congress reads right.
     """
     now = time.time() if now is None else now
+    ended = last_ended(terms.now() if terms_at is None else terms_at)
     campaign_id = ledger.campaigns.id(campaign, create=False)
     counts: Counter = Counter()
     groups = {name: {} for name in ("chamber", "party", "state", "committee")}
     skipped, attention, letter_list = Counter(), [], []
     timeline = timeline_buckets(None, None)
+    terms_ended = 0
     if campaign_id is not None:
         counts, groups, skipped = ledger.reports.aggregate(campaign_id)
         attention = _attention(ledger, campaign_id, now)
         timeline = _timeline(ledger, campaign_id)
+        terms_ended = ledger.reports.terms_ended(campaign_id, ended)
         if letters == "all":
-            letter_list = _letter_dicts(ledger, campaign_id, letters_limit, letters_offset)
+            letter_list = _letter_dicts(ledger, campaign_id, ended, letters_limit, letters_offset)
     funnel = _funnel_counts(counts)
     return {
         "summary": {
@@ -133,6 +147,8 @@ def build_report(ledger, campaign: str, now: float | None = None, letters: str =
             "beside": {s: counts[s] for s in BESIDE},
             "skipped_reasons": dict(skipped.most_common()),
             "needs_attention": len(attention),
+            "terms_ended": terms_ended,            # offices whose term is over (a new Congress)
+            "terms_ended_by": ended,
         },
         "breakdowns": {
             "chamber": _breakdown_rows(groups["chamber"], lambda k: {"senate": "Senate", "house": "House"}.get(k, k)),
@@ -146,15 +162,17 @@ def build_report(ledger, campaign: str, now: float | None = None, letters: str =
     }
 
 
-def report_json(ledger, campaign: str, now: float | None = None) -> str:
+def report_json(ledger, campaign: str, now: float | None = None, terms_at: float | None = None) -> str:
     """The JSON report, its letters written by the database where it can."""
-    report = build_report(ledger, campaign, now, letters="none")
+    report = build_report(ledger, campaign, now, letters="none", terms_at=terms_at)
+    ended = report["summary"]["terms_ended_by"]
     campaign_id = ledger.campaigns.id(campaign, create=False)
     letters = "[]"
     if campaign_id is not None:
-        letters = ledger.reports.letters_json(campaign_id)
+        letters = ledger.reports.letters_json(campaign_id, ended)
         if letters is None:
-            letters = json.dumps(_letter_dicts(ledger, campaign_id), ensure_ascii=False, separators=(",", ":"))
+            letters = json.dumps(_letter_dicts(ledger, campaign_id, ended), ensure_ascii=False,
+                                 separators=(",", ":"))
     head = json.dumps({k: v for k, v in report.items() if k != "letters"}, ensure_ascii=False,
                       separators=(",", ":"))
     return head[:-1] + ',"letters":' + letters + "}"

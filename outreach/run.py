@@ -94,6 +94,7 @@ class CampaignRun:
                 return self._finish(summary)
             if self.records:
                 self._preflight(transport, summary)
+                summary.asked = confirm is not None
                 if confirm is not None and not confirm(describe(summary, self.cfg)):
                     return self._finish(summary)
             summary.confirmed = True

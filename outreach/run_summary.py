@@ -10,6 +10,7 @@ from outreach import states
 from outreach.dispatch import DispatchSummary
 from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK
 from outreach.plan import Plan
+from outreach.terms import REFRESH_HINT
 
 PREVIEW, DRY_RUN, LIVE, TEST, RETRY = "preview", "dry run", "live", "test", "retry"
 
@@ -36,6 +37,7 @@ class Summary:
     chosen: list = field(default_factory=list)       # recipients (or, retrying, recorded letters) chosen
     letters: list = field(default_factory=list)      # the rendered letters of the chosen (previews, tests)
     retry_left_out: list[str] = field(default_factory=list)
+    asked: bool = False                              # the confirmation was shown (its lines say the warnings)
     confirmed: bool = False
     dispatched: DispatchSummary | None = None
     where: str | None = None                         # where the letters went (transport.where)
@@ -43,6 +45,22 @@ class Summary:
     counts: dict | None = None                       # the campaign's letters by state, after a live run
     orphans: int = 0
     tests: list = field(default_factory=list)        # (letter, SendResult) of each test copy
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line each: members whose term has ended (left out); a live run on a list that cannot tell."""
+        plan, out = self.plan, []
+        if plan is None:
+            return out
+        if plan.term_ended:
+            out.append(f"{plan.term_ended} recipient{'s' if plan.term_ended != 1 else ''} of {plan.name} "
+                       f"{'have' if plan.term_ended != 1 else 'has'} a term that has ended (a new Congress?): "
+                       f"left out; {REFRESH_HINT}")
+        live = self.request.mode == LIVE or (self.request.mode == RETRY and self.request.live)
+        if live and not plan.contact_list.has_term_end:
+            out.append(f"{plan.contacts_path} has no term_end column, so a member whose term has ended cannot be "
+                       f"left out; {REFRESH_HINT} to add it")
+        return out
 
     @property
     def name(self) -> str:
@@ -88,6 +106,8 @@ def describe(summary: Summary, cfg) -> list[str]:
         f"  this run sends: {len(summary.chosen)} letters, at most {d.rate_per_minute:g} a minute with "
         f"{d.concurrency} at once (about {_duration(minutes)})",
     ]
+    if plan.term_ended:
+        lines.append(f"  term ended: {plan.term_ended} recipients left out (their term is over; {REFRESH_HINT})")
     skipped = plan.skipped_lines()
     if skipped:
         lines.append(f"  skipped: {len(skipped)}")
@@ -98,6 +118,7 @@ def describe(summary: Summary, cfg) -> list[str]:
     if plan.filtered:
         lines.append(f"  left out: {plan.filtered} letters recorded earlier whose recipients are no longer in the "
                      "audience or the contact list (now skipped)")
+    lines += [f"  warning: {line}" for line in summary.warnings]
     return lines
 
 

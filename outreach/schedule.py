@@ -259,7 +259,10 @@ class Scheduler:
             return
         run = CampaignRun(cfg, Request(LIVE, campaign, limit=batch), ledger=self.ledger)
         if not s.live:
-            chosen = run.prepare().chosen
+            prepared = run.prepare()
+            for line in prepared.warnings:
+                log.warning("%s: %s", campaign, line)
+            chosen = prepared.chosen
             log.info("%s: not live (schedule live = false): would send %d letters: %s%s; nothing sent or recorded "
                      "(next run %s)", campaign, len(chosen), ", ".join(c.email for c in chosen[:10]),
                      f" and {len(chosen) - 10} more" if len(chosen) > 10 else "", nxt)
@@ -284,6 +287,8 @@ class Scheduler:
         from outreach import states
 
         name, d, counts = summary.name, summary.dispatched, summary.counts or states.counts_template()
+        for line in summary.warnings:
+            log.warning("%s: %s", name, line)
         if summary.orphans:
             log.warning("%s: %d letters left `sending` by a stopped run are now unknown and will not be resent",
                         name, summary.orphans)

@@ -9,7 +9,7 @@ a change in one place.
        │           ├──▶ retry_wait ──▶ sending        (429, 5xx, refused connection)
        │           ├──▶ failed                       (refused for good)
        │           └──▶ unknown                      (the request left, no answer came)
-       └──▶ skipped (suppressed, no longer in the audience)
+       └──▶ skipped (suppressed, no longer in the audience, term ended)
     accepted ──▶ bounced / dropped / spamreport / unsubscribed
 """
 
@@ -54,9 +54,11 @@ FOLLOW_UP = {
 # server refusing for now (worth sending again); "bounce: ..." is a dead address.
 BLOCKED_PREFIX = "blocked"
 
-# Why a letter is skipped, when the run decided it and may undo it (the recipient comes back).
+# Why a letter is skipped, when the run decided it and may undo it (the recipient comes back,
+# or a refreshed list gives a member a new term).
 SUPPRESSED_PREFIX = "suppressed: "
 FILTERED = "filtered: no longer in the audience or the contact list"
+TERM_ENDED_PREFIX = "term ended "
 
 
 def retryable(status: str, reason: str | None) -> bool:
@@ -65,8 +67,8 @@ def retryable(status: str, reason: str | None) -> bool:
 
 
 def skipped_by_run(reason: str | None) -> bool:
-    """A skip the run decided (suppressed, left the audience): undone when the reason goes."""
-    return (reason or "").startswith(SUPPRESSED_PREFIX) or reason == FILTERED
+    """A skip the run decided (suppressed, left the audience, term ended): undone when the reason goes."""
+    return (reason or "").startswith((SUPPRESSED_PREFIX, TERM_ENDED_PREFIX)) or reason == FILTERED
 
 
 # Every move a letter may make, besides those its events decide (see `by_events`).

@@ -23,6 +23,13 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+# Term decisions read this moment, never the calendar: ../shared's list has term_end 2027-01-03
+# for most members and 2026-11-03 for two appointed senators. Tests about ended terms set
+# their own (monkeypatch.setenv); everything else runs as on this day of the 119th Congress.
+TERMS_AT = "2026-10-01T10:00:00-04:00"
+os.environ["OUTREACH_NOW"] = TERMS_AT
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     need((SHARED / "congress" / "contacts-congress.csv").exists(),

@@ -102,16 +102,16 @@ def test_settlement_decides_each_waiting_letter_once_and_keeps_a_retry_time(tmp_
         return {r.id: (r.status, r.reason) for r in ledger.letters.listing(cid)}
 
     # Nobody in the audience, the bounce lifted: every waiting letter is held as filtered.
-    changes = settle(ledger.letters.known(cid), audience=set(), suppressed={})
+    changes = settle(ledger.letters.known(cid), audience=set(), held={})
     assert {c.letter_id: c.new for c in changes} == {"p": "skipped", "w": "skipped", "s": "skipped"}
     assert state()["p"] == ("pending", None)  # read only until applied
     assert ledger.letters.settle(changes) == 3
     assert {k: v for k, v in state().items() if k != "a"} == {k: ("skipped", FILTERED) for k in "pwsf"}
     # All back and one suppressed: the rest wait again; the retry keeps its time.
     everyone = {f"{k}@b.org" for k in "pwsfa"}
-    ledger.letters.settle(settle(ledger.letters.known(cid), everyone, {"s@b.org": "spamreport"}))
+    ledger.letters.settle(settle(ledger.letters.known(cid), everyone, {"s@b.org": "suppressed: spamreport"}))
     got = state()
     assert got["p"][0] == "pending" and got["f"][0] == "pending" and got["w"][0] == "retry_wait"
     assert got["s"] == ("skipped", "suppressed: spamreport") and got["a"] == ("accepted", None)
     assert next(r for r in ledger.letters.listing(cid) if r.id == "w").next_attempt_at == 5000.0
-    assert settle(ledger.letters.known(cid), everyone, {"s@b.org": "spamreport"}) == []  # nothing more to do
+    assert settle(ledger.letters.known(cid), everyone, {"s@b.org": "suppressed: spamreport"}) == []  # nothing more to do

@@ -266,7 +266,7 @@ def test_a_letter_sent_again_follows_its_new_send_not_the_old_bounce(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     cid = ledger.campaigns.id("c")
     contact = NS(key="a@house.example.org", email="a@house.example.org", bioguide_id="", chamber="house",
-                 state="VA", district=1, party="", committees=(), full_name="A")
+                 state="VA", district=1, party="", committees=(), full_name="A", term_end=None)
     ledger.letters.record(cid, [NS(contact=contact, letter_id="L1", subject="s", text="t", html="h", to_name="A")],
                           "h")
     attempt = dict(started_at=time.time(), duration_ms=1, transport="sendgrid", outcome="accepted",

@@ -73,15 +73,21 @@ class Letters:
         if not rows:
             return 0
         with self.ledger.write() as db:
-            found = {r.id: (r.status, r.attempts) for r in db.execute(
-                select(L.id, L.status, L.attempts).where(L.id.in_([r["id"] for r in rows])))}
+            found = {r.id: r for r in db.execute(
+                select(L.id, L.status, L.attempts, L.term_end).where(L.id.in_([r["id"] for r in rows])))}
             new = [i for i, r in enumerate(rows) if r["id"] not in found]
             if new:
                 db.execute(insert(S.letters), [rows[i] for i in new])
                 db.execute(insert(S.archive), [archives[i] for i in new])
+            # A refreshed list may give a recorded letter's member a new term.
+            renewed = [{"lid": r["id"], "term": r["term_end"]} for r in rows
+                       if r["id"] in found and found[r["id"]].term_end != r["term_end"]]
+            if renewed:
+                db.execute(update(S.letters).where(L.id == bindparam("lid")).values(term_end=bindparam("term")),
+                           renewed)
             for arch in archives:
                 entry = found.get(arch["letter_id"])
-                if entry is None or entry != ("pending", 0):
+                if entry is None or (entry.status, entry.attempts) != ("pending", 0):
                     continue
                 n = db.execute(update(S.archive).where(A.letter_id == arch["letter_id"])
                                .values(**{k: v for k, v in arch.items() if k != "letter_id"})).rowcount
@@ -280,7 +286,8 @@ def _row(campaign_id: int, contact, letter_id: str, name: str, status: str, reas
             "bioguide_id": contact.bioguide_id, "name": name, "chamber": contact.chamber,
             "state_code": contact.state, "district": contact.district, "party": contact.party,
             "committees": ";".join(contact.committees), "status": status, "reason": reason, "attempts": 0,
-            "created_at": t, "updated_at": t}
+            "created_at": t, "updated_at": t,
+            "term_end": contact.term_end.isoformat() if contact.term_end else None}
 
 
 # Letters --retry-failed may send again (outreach.states.retryable, as SQL).

@@ -17,9 +17,9 @@ from outreach.ledger import schema as S
 L, E = S.letters.c, S.events.c
 COMMITTEE_CODES = ("SSAS", "SSFR", "HSAS", "HSFA")
 LETTER_KEYS = ("id", "name", "bioguide_id", "chamber", "state", "district", "party", "email", "status",
-               "last_event", "last_event_at", "accepted_at", "reason")
+               "last_event", "last_event_at", "accepted_at", "reason", "term_end")
 _LETTER_COLUMNS = (L.id, L.name, L.bioguide_id, L.chamber, L.state_code, L.district, L.party, L.email, L.status,
-                   L.last_event, L.last_event_at, L.accepted_at, L.reason)
+                   L.last_event, L.last_event_at, L.accepted_at, L.reason, L.term_end)
 
 
 class ReportQueries:
@@ -46,6 +46,12 @@ class ReportQueries:
                 select(L.reason, func.count()).where(L.campaign_id == campaign_id, L.status == "skipped")
                 .group_by(L.reason))})
         return counts, groups, skipped
+
+    def terms_ended(self, campaign_id: int, last_ended: str) -> int:
+        """Offices (letters) whose term ended on or before `last_ended` (YYYY-MM-DD)."""
+        with self.ledger.read() as db:
+            return db.execute(select(func.count()).where(L.campaign_id == campaign_id, L.term_end.is_not(None),
+                                                         L.term_end <= last_ended)).scalar() or 0
 
     def attention(self, campaign_id: int):
         """Letters in a state that may need attention (the report decides which do)."""
@@ -84,9 +90,9 @@ class ReportQueries:
         with self.ledger.read() as db:
             return [tuple(r) for r in db.execute(q)]
 
-    def letters_json(self, campaign_id: int) -> str | None:
-        """The letters as a JSON array written by the database (SQLite: much faster than Python);
-        None where the database cannot."""
+    def letters_json(self, campaign_id: int, last_ended: str) -> str | None:
+        """The letters as a JSON array written by the database (SQLite: much faster than Python), each
+        with `term_ended` (its term ended on or before `last_ended`); None where the database cannot."""
         if self.ledger.engine.dialect.name != "sqlite":
             return None
 
@@ -94,7 +100,9 @@ class ReportQueries:
             return func.strftime("%Y-%m-%dT%H:%M:%SZ", col, "unixepoch")
 
         columns = [iso(c) if c in (L.last_event_at, L.accepted_at) else c for c in _LETTER_COLUMNS]
-        args = [x for key, col in zip(LETTER_KEYS, columns) for x in (literal_column(f"'{key}'"), col)]
+        pairs = [*zip(LETTER_KEYS, columns),
+                 ("term_ended", func.json(case((L.term_end <= last_ended, "true"), else_="false")))]
+        args = [x for key, col in pairs for x in (literal_column(f"'{key}'"), col)]
         # `+ 0` keeps SQLite from reading rows through the campaign index one by one: a
         # campaign is most of the table, and a straight scan is faster. JSON letters come in
         # the order they were recorded; sorting 100,000 of them would double the time.

@@ -49,6 +49,7 @@ letters = Table(
     Column("accepted_at", Float),
     Column("last_event", String(32)),
     Column("last_event_at", Float),
+    Column("term_end", String(10)),                           # YYYY-MM-DD: the member's term, as the list said
     UniqueConstraint("campaign_id", "email_key", name="uq_letters_campaign_recipient"),
     Index("ix_letters_campaign_status", "campaign_id", "status"),
 )
@@ -157,6 +158,8 @@ MIGRATIONS: list[tuple[int, str, list[Table], list]] = [
         lambda db: _add_column(db, "campaign_state", "last_tick_at", "FLOAT"),
         "DROP TABLE IF EXISTS scheduler_jobs",
     ]),
+    # Reports mark the offices whose term has ended: a campaign may span a change of Congress.
+    (7, "each letter's term end", [], [lambda db: _add_column(db, "letters", "term_end", "VARCHAR(10)")]),
 ]
 
 
