@@ -193,8 +193,17 @@ ENDED = {"S001198": "2027-01-03", "M001219": "2027-01-03"}   # Dan Sullivan, Jam
 
 
 def test_a_live_send_after_a_term_ended_skips_those_members_until_a_refresh_renews_them(
-        project, outreach, monkeypatch):
+        project, outreach, monkeypatch, snapshots, tmp_path):
+    import yaml
+
     monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    # The official data after the election: both re-elected, their new terms in the YAML.
+    members = yaml_of(snapshots[1] / "legislators-current.yaml")
+    for m in members:
+        if m["id"]["bioguide"] in ENDED:
+            m["terms"].append({**m["terms"][-1], "start": "2027-01-03", "end": "2033-01-03"})
+    renewed = tmp_path / "legislators-current.yaml"
+    renewed.write_text(yaml.safe_dump(members, allow_unicode=True))
     with MockGrid(api_key=KEY) as grid:
         write_live_config(project, grid)
         with_terms(project, ENDED)
@@ -210,8 +219,14 @@ def test_a_live_send_after_a_term_ended_skips_those_members_until_a_refresh_rene
         assert rows["dan.sullivan@senate.example.org"].status == "skipped"
         assert rows["dan.sullivan@senate.example.org"].reason == \
             "term ended 2027-01-03; run `outreach contacts refresh`"
-        # Re-elected: a refreshed list gives them a new term, and their letters go out after all.
-        with_terms(project, {b: "2033-01-03" for b in ENDED})
+        # Re-elected: the refreshed list gives them their new term, and their letters go out after all.
+        refreshed = project.root / "contacts-120th.csv"
+        r = outreach("contacts", "refresh", project.root / "contacts.csv", "--legislators", renewed, "--out", refreshed)
+        assert r.code == 1 and refreshed.exists(), r.err
+        assert {row["bioguide_id"]: row["term_end"] for row in read_csv(refreshed)
+                if row["bioguide_id"] in ENDED} == dict.fromkeys(ENDED, "2033-01-03")
+        project.config.write_text(project.config.read_text().replace('contacts = "contacts.csv"',
+                                                                     'contacts = "contacts-120th.csv"'))
         r = outreach("--config", project.config, "send", "--live", "--yes")
         assert r.code == 0, r.out + r.err
         assert sorted(d.to for d in grid.deliveries())[-14:] and len(grid.deliveries()) == 14
