@@ -20,7 +20,9 @@ from outreach.cli_report import report
 from outreach.cli_schedule import schedule
 from outreach.cli_suppressions import suppressions
 from outreach.cli_tracking import events, serve
-from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK, UserError, one_line
+from outreach.errors import (
+    EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, UserError, one_line,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,8 +65,10 @@ def config_check(app: App) -> int:
         any_missing = any_missing or bool(problems)
         state = "; ".join(problems) if problems else "ok"
         click.echo(f"  campaign {name}: {campaign.contacts} + {campaign.templates}: {state}")
-    key_env = cfg.sendgrid.api_key_env
-    click.echo(f"  ${key_env}: {'set' if os.environ.get(key_env) else 'not set'}")
+    from outreach.transports import secret_variables
+
+    for env in secret_variables(cfg):
+        click.echo(f"  ${env}: {'set' if os.environ.get(env) else 'not set'}")
     return EXIT_ATTENTION if any_missing else EXIT_OK
 
 
@@ -111,7 +115,7 @@ def run(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("outreach: interrupted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error of ours.
         sys.stderr.close()
@@ -122,7 +126,7 @@ def run(argv: list[str] | None = None) -> int:
         click.echo(f"outreach: internal error: {type(e).__name__}: {one_line(str(e))}; "
                    "this is a bug: run again with OUTREACH_DEBUG=1 for the details and report it",
                    err=True)
-        return EXIT_ATTENTION
+        return EXIT_BUG
     return rv if isinstance(rv, int) else EXIT_OK
 
 

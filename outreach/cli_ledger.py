@@ -77,6 +77,7 @@ def letters_list(app: App, campaign, state, limit) -> int:
         return EXIT_OK
     rows = ledger.letters.listing(campaign_id, state, limit)
     for r in rows:
+        # An accepted or delivered letter's reason is history (an earlier try's error): not shown.
         reason = f"  {r.reason}" if r.reason and r.status not in ("accepted", "delivered") else ""
         click.echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
     click.echo(f"{len(rows)} letters" + (f" {state}" if state else ""))

@@ -140,7 +140,12 @@ def _confirm(yes: bool, mode: str):
         if yes:
             return True
         question = "Send these letters again now?" if mode == RETRY else "Send these letters now?"
-        return click.confirm(question, default=False)
+        # Ctrl-C at the question aborts at once: nothing recorded, nothing sent.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            return click.confirm(question, default=False)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     return confirm
 
 
@@ -151,6 +156,10 @@ def _print(summary, cfg) -> int:
     mode, plan, d = summary.request.mode, summary.plan, summary.dispatched
     for line in summary.warnings if not summary.asked else ():
         click.echo(f"warning: {line}", err=True)
+    if summary.stopped and d is None:
+        done = "written" if mode == DRY_RUN else "sent or recorded"
+        click.echo(f"outreach: interrupted before anything was {done}", err=True)
+        return summary.exit_code
     if summary.orphans:
         click.echo(f"warning: {summary.orphans} letters were left `sending` by a run that stopped; they are now "
                    "`unknown` and will not be resent: review them with `outreach letters list --state unknown`",
@@ -213,6 +222,8 @@ def _print_dry_run(summary) -> None:
 
 
 def _print_sent(summary) -> None:
+    from outreach.states import TO_SEND
+
     d, counts = summary.dispatched, summary.counts
     click.echo(f"Sent {summary.name}: {d.accepted} accepted, {d.failed} failed, {d.unknown} unknown"
                + (f", {d.throttled} throttled and retried" if d.throttled else "")
@@ -223,7 +234,7 @@ def _print_sent(summary) -> None:
         click.echo(f"  {status} {letter_id}: {reason}")
     if len(d.reasons) > 20:
         click.echo(f"  ... and {len(d.reasons) - 20} more: `outreach letters list --state failed`")
-    left = counts["pending"] + counts["retry_wait"]
+    left = sum(counts[s] for s in TO_SEND)
     click.echo(f"  ledger: {sum(counts.values())} letters; {left} still to send; {counts['unknown']} unknown; "
                f"{counts['failed']} failed (`outreach status` for all states)")
     if counts["unknown"]:

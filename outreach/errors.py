@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 # Exit codes (DESIGN.md): 0 done, 1 ran but something needs attention,
-# 2 bad input or configuration and nothing was done.
+# 2 bad input or configuration and nothing was done, 3 an internal error (a bug: never 1,
+# which scripts read as "ran, needs attention"); 130 stopped by Ctrl-C or SIGTERM.
 EXIT_OK = 0
 EXIT_ATTENTION = 1
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 3
+EXIT_INTERRUPTED = 130
 
 
 def one_line(text: str) -> str:

@@ -93,12 +93,14 @@ class Plan:
                                 f"of campaign {self.name!r}")
         raise UserError(f"{who}: no recipient with that bioguide id or email in {self.contacts_path}")
 
-    def choose(self, limit: int | None = None, to: tuple[str, ...] = ()) -> list[Contact]:
-        """The recipients of a run: those named by `to`, else the first `limit` still to send,
-        in the campaign's order: the same for a preview, a dry run and a live run."""
+    def choose(self, limit: int | None = None, to: tuple[str, ...] = (), among: list[Contact] | None = None) \
+            -> list[Contact]:
+        """The recipients of a run: those named by `to`, else the first `limit` still to send (or of
+        `among`), in the campaign's order: the same for a preview, a dry run and a live run."""
         if to:
             return [self.find(who) for who in to]
-        return self.to_send[:limit] if limit is not None else list(self.to_send)
+        pool = self.to_send if among is None else among
+        return pool[:limit] if limit is not None else list(pool)
 
     def letter_of(self, contact: Contact):
         """The recorded letter of a recipient (after the planned changes), or None."""

@@ -46,7 +46,9 @@ def to_table(report: dict, console) -> None:
     funnel = Table(title=f"{s['campaign']}: {s['letters']} letters", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("step", "letters", "of targeted"):
         funnel.add_column(col, justify="right" if col != "step" else "left")
-    for step in ("targeted", "accepted", "delivered", "opened", "clicked"):
+    from outreach.states import FUNNEL
+
+    for step in FUNNEL:
         rate = s["rates"].get(step)
         funnel.add_row(step, str(s["funnel"][step]), "" if rate is None else f"{rate:.0%}")
     for state, n in s["beside"].items():

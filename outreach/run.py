@@ -76,27 +76,32 @@ class CampaignRun:
         if mode == TEST:
             check_test_address(self.cfg, self.request.test_to)
         transport = self.transport or self._open_transport()
-        if self.records:
-            check_sender(self.cfg)
-        self._open_ledger(create=self.records)
-        lock = self.ledger.lock(f"send:{self._name()}", f"a send of campaign {self._name()}") if self.records \
-            else None
-        if lock is not None:
-            lock.acquire()
-        complete = False
+        complete, lock = False, None
         try:
+            if self.records:
+                check_sender(self.cfg)
+            self._open_ledger(create=self.records)
+            if self.records:
+                lock = self.ledger.lock(f"send:{self._name()}", f"a send of campaign {self._name()}")
+                lock.acquire()
             summary = self._prepare()
             summary.transport, summary.where = transport.name, transport.where
             if self.records and summary.plan.campaign_id is not None:
                 summary.orphans = self.ledger.letters.orphans_to_unknown(summary.plan.campaign_id)
-            if not summary.chosen or self.stopped:
-                complete = not summary.chosen and not self.stopped
+            if self.stopped:
+                return self._finish(summary)
+            if not summary.chosen:
+                if self.records:  # nothing to send, but what the plan decided still holds
+                    self._settle(summary)
+                complete = True
                 return self._finish(summary)
             if self.records:
                 self._preflight(transport, summary)
                 summary.asked = confirm is not None
                 if confirm is not None and not confirm(describe(summary, self.cfg)):
                     return self._finish(summary)
+            if self.stopped:
+                return self._finish(summary)
             summary.confirmed = True
             outgoing = self._record(summary)
             summary.dispatched = self._dispatch(transport, outgoing, summary)
@@ -117,7 +122,9 @@ class CampaignRun:
             summary.chosen = self._retry_candidates(plan, summary)
             return summary
         default = 1 if r.mode in (PREVIEW, TEST) and not r.to else None
-        summary.chosen = plan.choose(r.limit if r.limit is not None else default, r.to)
+        # Test copies show the letter to whoever asks, sent or not: the audience, not what is left.
+        among = [c for c in plan.audience if c.key not in dict(plan.left_out)] if r.mode == TEST else None
+        summary.chosen = plan.choose(r.limit if r.limit is not None else default, r.to, among)
         # The preflight: every letter that may be sent is rendered before anything is sent, so
         # a template error in row 900 stops the run before row 1 goes. A dry run renders as it
         # writes instead (its folder is published only if every letter succeeded), and so
@@ -161,14 +168,21 @@ class CampaignRun:
         rest of the campaign's letters still to send (pending, for later runs)."""
         if not self.records:
             return self._dry(summary) if self.request.mode == DRY_RUN else iter(self._outgoing(summary, summary.chosen))
-        plan, letters = summary.plan, self.ledger.letters
-        cid = plan.campaign_id = plan.campaign_id or self.ledger.campaigns.id(plan.name)
-        letters.settle(plan.changes)
-        letters.record_skipped(cid, plan.left_out, skipped_ids(plan))
+        cid = self._settle(summary)
+        letters = self.ledger.letters
         if self.request.mode == RETRY:
             letters.requeue([r.id for r in summary.chosen])
             return iter(self._outgoing(summary, summary.chosen))
         return _Ahead(self._record_ahead(summary, cid))
+
+    def _settle(self, summary: Summary) -> int:
+        """What the plan decided for recorded letters (left the audience, suppressed, term ended or
+        back), and a skipped letter for each recipient left out; returns the campaign's id."""
+        plan = summary.plan
+        cid = plan.campaign_id = plan.campaign_id or self.ledger.campaigns.id(plan.name)
+        self.ledger.letters.settle(plan.changes)
+        self.ledger.letters.record_skipped(cid, plan.left_out, skipped_ids(plan))
+        return cid
 
     def _dry(self, summary: Summary) -> Iterator[Outgoing]:
         """A dry run's letters, rendered as they are written; then the rest still to send is
@@ -199,8 +213,8 @@ class CampaignRun:
             start, size = start + len(chunk), min(size * 2, CHUNK)
         rest = [self._letters[c.key] for c in plan.to_send[len(chosen):]]
         for i in range(0, len(rest), CHUNK):
-            if self.stopped:
-                return
+            if self.stopped or (self._dispatcher is not None and self._dispatcher.summary.stopped):
+                return  # recorded at the next run
             letters.record(cid, rest[i:i + CHUNK], template_hash)
 
     def _outgoing(self, summary: Summary, chosen: list) -> Iterator[Outgoing]:
@@ -215,17 +229,19 @@ class CampaignRun:
             return
         tried = [c for c in chosen if (k := plan.letter_of(c)) is not None and (k.status != "pending" or k.attempts)]
         archive = self.ledger.letters.load([plan.letter_of(c).id for c in tried]) if tried else {}
+        test_to = self.request.test_to if self.request.mode == TEST else None
         for contact in chosen:
             known = plan.letter_of(contact)
             letter = self._letters.get(contact.key) or plan.templates.render(contact)
             if known is not None and known.id in archive:
-                yield Outgoing(known.id, archived_message(archive[known.id], sender, name, contact.bioguide_id),
-                               known.attempts)
-                continue
-            message = message_for(letter, sender, name)
-            if self.request.mode == TEST:
-                message = message.as_test_to(self.request.test_to)
-            yield Outgoing(letter.letter_id, message, known.attempts if known is not None else 0)
+                message = archived_message(archive[known.id], sender, name, contact.bioguide_id)
+                attempts = known.attempts
+            else:
+                message, attempts = message_for(letter, sender, name), known.attempts if known is not None else 0
+            if test_to is not None:  # a test copy: to our own address, [TEST], nothing recorded
+                yield Outgoing(letter.letter_id, message.as_test_to(test_to), 0)
+            else:
+                yield Outgoing(message.letter_id, message, attempts)
 
     # -- dispatch and summary ---------------------------------------------------------------------
 
@@ -236,10 +252,11 @@ class CampaignRun:
         label = {DRY_RUN: "writing letters", TEST: "sending test copies"}.get(self.request.mode, "sending")
         by_id = {letter.letter_id: letter for letter in summary.letters}
 
+        tests: dict[str, tuple] = {}   # each test copy's last answer (one refused, then accepted: accepted)
         with (self.progress(total, label) if self.progress else _Quiet()) as bar:
             def done(item: Outgoing, status: str, result) -> None:
                 if self.request.mode == TEST:
-                    summary.tests.append((by_id[item.letter_id], result))
+                    tests[item.letter_id] = (by_id[item.letter_id], result)
                 if status != "retry_wait":  # a letter waiting to retry is not done yet
                     bar.advance()
 
@@ -253,10 +270,12 @@ class CampaignRun:
             try:
                 return self._dispatcher.run(outgoing)
             finally:
+                summary.tests = list(tests.values())
                 if isinstance(outgoing, _Ahead):
                     outgoing.close()
 
     def _finish(self, summary: Summary) -> Summary:
+        summary.stopped = self.stopped
         if self.records and summary.plan.campaign_id is not None:
             summary.counts = self.ledger.letters.counts(summary.plan.campaign_id)
         return summary

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from outreach import states
 from outreach.dispatch import DispatchSummary
-from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK
+from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from outreach.plan import Plan
 from outreach.terms import REFRESH_HINT
 
@@ -38,6 +38,7 @@ class Summary:
     letters: list = field(default_factory=list)      # the rendered letters of the chosen (previews, tests)
     retry_left_out: list[str] = field(default_factory=list)
     asked: bool = False                              # the confirmation was shown (its lines say the warnings)
+    stopped: str | None = None                       # asked to stop (Ctrl-C, SIGTERM) before it ended
     confirmed: bool = False
     dispatched: DispatchSummary | None = None
     where: str | None = None                         # where the letters went (transport.where)
@@ -71,6 +72,8 @@ class Summary:
         d, mode = self.dispatched, self.request.mode
         if d is not None and d.unauthorized:
             return EXIT_BAD_INPUT
+        if self.stopped and d is None:
+            return EXIT_INTERRUPTED  # stopped before anything was sent or written
         if mode == DRY_RUN:
             return EXIT_ATTENTION if self.plan and self.plan.skipped_lines() else EXIT_OK
         if mode == TEST:

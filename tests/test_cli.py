@@ -39,3 +39,14 @@ def test_ci_runs_the_readme_test_command():
     run_cmd, test_cmd = readme[fence + 1], readme[fence + 2]
     assert "outreach" in run_cmd and "pytest" in test_cmd
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+def test_an_internal_error_is_one_line_and_exit_3_never_1(project, outreach, monkeypatch):
+    """A bug of ours: scripts read 1 as "ran, needs attention", so a bug has its own code."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("outreach.run.plan_campaign", broken)
+    r = outreach("--config", project.config, "send")
+    assert r.code == 3 and "internal error: RuntimeError: a bug; this is a bug" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err

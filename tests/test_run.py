@@ -214,3 +214,58 @@ def test_test_copies_to_an_office_are_refused(cfg):
     with pytest.raises(UserError, match="not one of your own addresses"):
         CampaignRun(cfg, Request(TEST, test_to="timothy.kaine@senate.example.org"),
                     transport=MemoryTransport()).execute()
+
+
+# -- found in review: each failed on the first version of the run --------------------------------------------
+
+def test_a_test_copy_of_a_letter_sent_before_goes_to_our_address_never_the_office(cfg):
+    live(cfg, limit=1)                                        # Dan Sullivan's letter is accepted
+    transport = MemoryTransport()
+    CampaignRun(cfg, Request(TEST, to=("S001198",), test_to="jordan@mine-ban-advocates.org"),
+                transport=transport).execute()
+    [copy] = transport.sent
+    assert copy.to_email == "jordan@mine-ban-advocates.org" and copy.subject.startswith("[TEST] ") and copy.is_test
+
+
+def test_a_test_copy_of_a_released_letter_leaves_it_to_send_once(cfg):
+    transport = MemoryTransport(lambda m, n: SendResult("unknown", error="no answer"))
+    live(cfg, limit=1, transport=transport)
+    led = ledger(cfg)
+    assert led.letters.release(led.campaigns.id("korea-exception"), all_unknown=True)
+    copies = MemoryTransport()
+    CampaignRun(cfg, Request(TEST, test_to="jordan@mine-ban-advocates.org"), transport=copies).execute()
+    assert [m.to_email for m in copies.sent] == ["jordan@mine-ban-advocates.org"]
+    _, sent = live(cfg)
+    assert sorted(m.to_email for m in sent.sent).count("dan.sullivan@senate.example.org") == 1
+
+
+def test_test_copies_still_go_once_everyone_has_a_letter_and_count_their_last_answer(cfg):
+    live(cfg)
+    answers = iter([SendResult("retry", 503, error="HTTP 503"), SendResult("accepted", 202)])
+    transport = MemoryTransport(lambda m, n: next(answers))
+    summary = CampaignRun(cfg, Request(TEST, test_to="jordan@mine-ban-advocates.org"), transport=transport,
+                          rng=lambda: 0.0).execute()
+    assert len(transport.sent) == 2 and [r.outcome for _, r in summary.tests] == ["accepted"]
+    assert summary.exit_code == 0
+
+
+def test_a_run_with_nothing_to_send_still_skips_who_was_suppressed_since(cfg):
+    live(cfg, limit=13)
+    led = ledger(cfg)
+    last = next(r for r in led.letters.listing() if r.status == "pending")
+    led.suppressions.add(last.email, "manual", "asked")
+    summary, sent = live(cfg)
+    assert sent.sent == [] and summary.counts["pending"] == 0 and summary.counts["skipped"] == 1
+    assert summary.exit_code == 0
+
+
+def test_a_stop_before_anything_is_sent_says_so_and_writes_nothing(project, cfg):
+    run = CampaignRun(cfg, Request(DRY_RUN))
+    run.stop("interrupted")
+    summary = run.execute()
+    assert summary.stopped == "interrupted" and summary.dispatched is None and summary.exit_code == 130
+    assert project.runs() == [] and project.leftovers() == []
+    transport = MemoryTransport()
+    run = CampaignRun(cfg, Request(LIVE), transport=transport)
+    run.stop("interrupted")
+    assert run.execute().exit_code == 130 and transport.sent == [] and transport.preflights == []

@@ -22,7 +22,8 @@ What an answer means, in `SendResult.outcome`:
                 have been accepted, so it must never be resent blindly.
 
 Adding a transport is one module here (its class, `read_settings` for its
-config table, `from_config`, and DELIVERS) and one line in TRANSPORTS.
+config table, `from_config`, `secret_variables`, and DELIVERS) and one line in
+TRANSPORTS.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def open_transport(cfg, *, purpose: str = "going live"):
         raise UserError(f"{cfg.path}: [delivery] transport is \"{name}\", which only writes files; set it to "
                         f"{delivering} for {purpose}")
     return found.from_config(cfg)
+
+
+def secret_variables(cfg) -> list[str]:
+    """The environment variables the configured transport reads its secrets from (never their values)."""
+    return module(cfg.delivery.transport).secret_variables(cfg)
 
 
 def open_dry_run(cfg, campaign: str):

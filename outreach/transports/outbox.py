@@ -27,6 +27,10 @@ def read_settings(table_of) -> None:
     return None
 
 
+def secret_variables(cfg) -> list[str]:
+    return []
+
+
 def from_config(cfg, campaign: str) -> "OutboxTransport":
     return OutboxTransport(cfg.outbox_dir, campaign)
 

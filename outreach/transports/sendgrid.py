@@ -37,6 +37,10 @@ def read_settings(table_of) -> SendGrid:
     return settings
 
 
+def secret_variables(cfg) -> list[str]:
+    return [cfg.sendgrid.api_key_env]
+
+
 def from_config(cfg) -> "SendGridTransport":
     """SendGrid, with the API key from the variable named by [sendgrid] api_key_env."""
     settings = cfg.sendgrid

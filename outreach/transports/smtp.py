@@ -47,6 +47,11 @@ def read_settings(table_of) -> SMTP | None:
     return settings
 
 
+def secret_variables(cfg) -> list[str]:
+    s = cfg.transport_settings("smtp")
+    return [env for env in (s.username_env, s.password_env) if env] if s is not None else []
+
+
 def from_config(cfg) -> "SMTPTransport":
     """The [smtp] settings, with the credentials read from the environment variables they name."""
     s = cfg.transport_settings("smtp")
