@@ -35,6 +35,23 @@ campaign_option = click.option("--campaign", "-c", metavar="NAME",
                                help="The campaign (may be left out when config.toml has one).")
 
 
+def echo(text: str = "", err: bool = False) -> None:
+    """Print a line of ours that may carry data (names, reasons, SendGrid's words): its control
+    characters shown as escapes, so nothing from a contact list or an event acts on the terminal."""
+    from outreach.text import visible
+
+    click.echo(visible(text, multiline=True), err=err)
+
+
+def echo_json(value) -> None:
+    """Print JSON for scripts: every value true (UTF-8), no control character raw."""
+    import json
+
+    from outreach.text import json_text
+
+    click.echo(json_text(json.dumps(value, ensure_ascii=False, indent=2)))
+
+
 def shown(path: Path) -> str:
     """A path as the user best reads it: relative to the current folder when inside it."""
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from outreach.cli_base import App, pass_app, shown
+from outreach.cli_base import App, echo, echo_json, pass_app, shown
 from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK, UserError, one_line
 
 
@@ -29,22 +29,22 @@ def contacts_check(file: Path, as_json: bool) -> int:
 
     result = read_contacts(file)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+        echo_json(result.as_dict())
     else:
         delim = {"tab": "tab", ",": "comma", ";": "semicolon"}[result.delimiter]
-        click.echo(f"{file}: {result.rows} rows, {len(result.contacts)} valid, "
+        echo(f"{file}: {result.rows} rows, {len(result.contacts)} valid, "
                    f"{len(result.rejected_lines)} rejected ({result.encoding}, {delim}-separated)")
         for note in result.notes:
-            click.echo(f"note: {note}")
+            echo(f"note: {note}")
         for p in result.problems:
             value = f" {one_line(p.value)!r}" if p.value else ""
-            click.echo(f"line {p.line}, column {p.column}:{value} {p.reason}")
+            echo(f"line {p.line}, column {p.column}:{value} {p.reason}")
         if not result.has_term_end:
-            click.echo("note: no term_end column: after a new Congress, members whose term has ended cannot be "
+            echo("note: no term_end column: after a new Congress, members whose term has ended cannot be "
                        "told apart; `outreach contacts refresh` adds it")
     if not result.contacts:
         if not as_json:
-            click.echo(f"outreach: {file}: no valid row; fix the problems above", err=True)
+            echo(f"outreach: {file}: no valid row; fix the problems above", err=True)
         return EXIT_BAD_INPUT
     return EXIT_ATTENTION if result.problems else EXIT_OK
 
@@ -81,14 +81,14 @@ def contacts_import(app: App, legislators: Path | None, membership: Path | None,
 
     roster = _roster(app, legislators, membership, download)
     result = import_legislators(roster, emails_csv, out)
-    click.echo(f"{shown(out)}: {result.members} members ({result.senators} senators, "
+    echo(f"{shown(out)}: {result.members} members ({result.senators} senators, "
                f"{result.representatives} House members), {result.with_committees} with committees")
     _terms_note(roster)
     if result.without_email:
-        click.echo(f"{len(result.without_email)} members have no email yet; add them to "
+        echo(f"{len(result.without_email)} members have no email yet; add them to "
                    f"{emails_csv or 'an --emails CSV (bioguide_id,email)'}:")
         for bioguide, name in result.without_email:
-            click.echo(f"  {bioguide}  {name}")
+            echo(f"  {bioguide}  {name}")
         return EXIT_ATTENTION
     return EXIT_OK
 
@@ -113,7 +113,7 @@ def contacts_refresh(app: App, contact_list: Path, legislators: Path | None, mem
     roster = _roster(app, legislators, membership, download)
     report = refresh(contact_list, roster, out)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        echo_json(report.as_dict())
     else:
         _print_refresh(report, roster)
     attention = report.changed or report.without_email or report.needs_review
@@ -141,20 +141,20 @@ def _roster(app: App, legislators: Path | None, membership: Path | None, downloa
 
 def _terms_note(roster) -> None:
     if not roster.has_terms:
-        click.echo("note: the CSV form has no term dates or leadership roles: term_end and leadership are left as "
+        echo("note: the CSV form has no term dates or leadership roles: term_end and leadership are left as "
                    "they were; use legislators-current.yaml (or --download) to fill them")
     if roster.committees is None:
-        click.echo("note: no committee file: committees are left empty; give --committees "
+        echo("note: no committee file: committees are left empty; give --committees "
                    "committee-membership-current.yaml (or --download)")
 
 
 def _print_refresh(report, roster) -> None:
     def offices(title: str, rows: list, line) -> None:
-        click.echo(f"  {title}: {len(rows)}")
+        echo(f"  {title}: {len(rows)}")
         for r in rows:
-            click.echo(f"    {line(r)}")
+            echo(f"    {line(r)}")
 
-    click.echo(f"{report.list_path} against the official data ({report.official_members} members): "
+    echo(f"{report.list_path} against the official data ({report.official_members} members): "
                f"{report.stayed} offices stayed")
     offices("left Congress", report.left, lambda d: f"{d['bioguide_id']}  {d['name']} ({d['seat']})"
             + (f", term ended {d['term_end']}" if d["term_end"] else ""))
@@ -167,24 +167,24 @@ def _print_refresh(report, roster) -> None:
     offices("changed phone", report.phone, lambda m: f"{m.bioguide_id}  {m.name}: {m.old or '-'} -> {m.new or '-'}")
     if roster.committees is not None:
         for code, moves in report.committees.items():
-            click.echo(f"  {code}: {len(moves['joined'])} joined, {len(moves['left'])} left")
+            echo(f"  {code}: {len(moves['joined'])} joined, {len(moves['left'])} left")
             for o in moves["joined"]:
-                click.echo(f"    + {o.bioguide_id}  {o.name} ({o.seat})")
+                echo(f"    + {o.bioguide_id}  {o.name} ({o.seat})")
             for o in moves["left"]:
-                click.echo(f"    - {o.bioguide_id}  {o.name} ({o.seat})")
+                echo(f"    - {o.bioguide_id}  {o.name} ({o.seat})")
     for m in report.matched_by_name:
-        click.echo(f"  line {m['line']}: no bioguide id; matched {m['name']} to {m['bioguide_id']} by name and state")
+        echo(f"  line {m['line']}: no bioguide id; matched {m['name']} to {m['bioguide_id']} by name and state")
     for u in report.unmatched:
-        click.echo(f"  line {u['line']}: no bioguide id, and {u['why']} ({u['name']}, {u['state']}): kept as it is; "
+        echo(f"  line {u['line']}: no bioguide id, and {u['why']} ({u['name']}, {u['state']}): kept as it is; "
                    "add its bioguide id")
     if roster.has_terms:
-        click.echo(f"  term_end brought up to date: {report.terms_updated} offices")
+        echo(f"  term_end brought up to date: {report.terms_updated} offices")
     _terms_note(roster)
     if report.written:
-        click.echo(f"{shown(Path(report.written))}: {report.rows_written} rows written; departed members removed, "
+        echo(f"{shown(Path(report.written))}: {report.rows_written} rows written; departed members removed, "
                    f"{len(report.without_email)} new members without an email yet, "
                    f"{len(report.needs_review)} marked needs_review")
     elif report.changed:
-        click.echo("the list is out of date: --out NEW.csv writes the refreshed list")
+        echo("the list is out of date: --out NEW.csv writes the refreshed list")
     else:
-        click.echo("the list is up to date")
+        echo("the list is up to date")

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from outreach.cli_base import App, campaign_option, pass_app
+from outreach.cli_base import App, campaign_option, echo, echo_json, pass_app
 from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
 
 
@@ -38,20 +38,19 @@ def status(app: App, campaign, as_json) -> int:
     total = sum(counts.values())
     attention = {s: counts[s] for s in NEEDS_ATTENTION if counts[s]}
     if as_json:
-        click.echo(json.dumps({"campaign": name, "counts": counts, "total": total,
-                               "needs_attention": attention}, indent=2))
+        echo_json({"campaign": name, "counts": counts, "total": total, "needs_attention": attention})
         return EXIT_ATTENTION if attention else EXIT_OK
-    click.echo(f"{name}: {total} letters in the ledger")
+    echo(f"{name}: {total} letters in the ledger")
     width = max(len(s) for s in STATES)
     for s in STATES:
         if counts[s]:
-            click.echo(f"  {s:<{width}} {counts[s]:>7}")
+            echo(f"  {s:<{width}} {counts[s]:>7}")
     if not total:
-        click.echo("  (nothing sent yet: `outreach send` for a dry run, `outreach send --live` to send)")
+        echo("  (nothing sent yet: `outreach send` for a dry run, `outreach send --live` to send)")
     if attention:
-        click.echo("needs attention: " + ", ".join(f"{n} {s}" for s, n in attention.items())
+        echo("needs attention: " + ", ".join(f"{n} {s}" for s, n in attention.items())
                    + " (`outreach letters list --state unknown`)")
-    click.echo("accepted means SendGrid took the letter; delivered means the office's mail server did")
+    echo("accepted means SendGrid took the letter; delivered means the office's mail server did")
     return EXIT_ATTENTION if attention else EXIT_OK
 
 
@@ -73,14 +72,14 @@ def letters_list(app: App, campaign, state, limit) -> int:
         raise UserError(f"--state {state!r} is not a state; states: {', '.join(STATES)}")
     ledger, name, campaign_id = _open(app, campaign)
     if campaign_id is None:
-        click.echo(f"{name}: no letters in the ledger yet")
+        echo(f"{name}: no letters in the ledger yet")
         return EXIT_OK
     rows = ledger.letters.listing(campaign_id, state, limit)
     for r in rows:
         # An accepted or delivered letter's reason is history (an earlier try's error): not shown.
         reason = f"  {r.reason}" if r.reason and r.status not in ("accepted", "delivered") else ""
-        click.echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
-    click.echo(f"{len(rows)} letters" + (f" {state}" if state else ""))
+        echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
+    echo(f"{len(rows)} letters" + (f" {state}" if state else ""))
     return EXIT_OK
 
 
@@ -92,24 +91,24 @@ def letters_show(app: App, letter_id, show_html) -> int:
     """One letter: its state, the archived message exactly as sent, its attempts and events."""
     ledger = app.ledger()
     r = ledger.letters.find(letter_id)
-    click.echo(f"letter {r.id} ({r.campaign})")
-    click.echo(f"  to: {r.name} <{r.email}>  {r.bioguide_id}")
-    click.echo(f"  state: {r.status}" + (f" ({r.reason})" if r.reason else ""))
-    click.echo(f"  recorded {when(r.created_at)}; last change {when(r.updated_at)}; attempts {r.attempts}")
+    echo(f"letter {r.id} ({r.campaign})")
+    echo(f"  to: {r.name} <{r.email}>  {r.bioguide_id}")
+    echo(f"  state: {r.status}" + (f" ({r.reason})" if r.reason else ""))
+    echo(f"  recorded {when(r.created_at)}; last change {when(r.updated_at)}; attempts {r.attempts}")
     if r.provider_message_id:
-        click.echo(f"  provider message id: {r.provider_message_id}")
+        echo(f"  provider message id: {r.provider_message_id}")
     for a in ledger.letters.attempts_of(r.id):
         status = f" HTTP {a.http_status}" if a.http_status else ""
         error = f": {a.error}" if a.error else ""
-        click.echo(f"  attempt {when(a.started_at)} via {a.transport}: {a.outcome}{status} "
+        echo(f"  attempt {when(a.started_at)} via {a.transport}: {a.outcome}{status} "
                    f"({a.duration_ms} ms){error}")
     for e in ledger.events.of_letter(r.id):
-        click.echo(f"  event {when(e.occurred_at)}: {e.event}" + (f" ({e.detail})" if e.detail else ""))
+        echo(f"  event {when(e.occurred_at)}: {e.event}" + (f" ({e.detail})" if e.detail else ""))
     archived = ledger.letters.archived(r.id)
     if archived:
-        click.echo(f"  template set: {archived['template_hash'][:16]}")
-        click.echo(f"\nSubject: {archived['subject']}\n")
-        click.echo(archived["html"] if show_html else archived["text"])
+        echo(f"  template set: {archived['template_hash'][:16]}")
+        echo(f"\nSubject: {archived['subject']}\n")
+        echo(archived["html"] if show_html else archived["text"])
     return EXIT_OK
 
 
@@ -130,17 +129,17 @@ def letters_release(app: App, ids, all_unknown, campaign, yes) -> int:
     ledger, name, campaign_id = _open(app, campaign) if all_unknown else (app.ledger(), None, None)
     if all_unknown:
         if campaign_id is None:
-            click.echo(f"{name}: no letters in the ledger")
+            echo(f"{name}: no letters in the ledger")
             return EXIT_OK
         count = ledger.letters.counts(campaign_id)["unknown"]
         if not count:
-            click.echo(f"{name}: no unknown letters")
+            echo(f"{name}: no unknown letters")
             return EXIT_OK
         if not yes and not click.confirm(f"Release {count} unknown letters of {name} to be sent again?", default=False):
-            click.echo("Nothing released.")
+            echo("Nothing released.")
             return EXIT_OK
     released = ledger.letters.release(campaign_id, list(ids) if ids else None, all_unknown=all_unknown)
     for letter_id in released:
-        click.echo(f"released {letter_id}: pending; the next `outreach send --live` sends it")
-    click.echo(f"{len(released)} letters released")
+        echo(f"released {letter_id}: pending; the next `outreach send --live` sends it")
+    echo(f"{len(released)} letters released")
     return EXIT_OK

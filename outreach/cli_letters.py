@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from outreach.cli_base import App, campaign_option, pass_app, shown
+from outreach.cli_base import App, campaign_option, echo, pass_app, shown
 from outreach.errors import EXIT_OK, UserError
 
 contacts_option = click.option("--contacts", "contacts_file", type=click.Path(path_type=Path),
@@ -45,11 +45,11 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     plan = summary.plan
     for contact, reason in plan.left_out:
         if not reason.startswith(TERM_ENDED_PREFIX):
-            click.echo(f"note: {contact.email} is {shown_reason(reason)} and will be skipped", err=True)
+            echo(f"note: {contact.email} is {shown_reason(reason)} and will be skipped", err=True)
     for line in summary.warnings:
-        click.echo(f"warning: {line}", err=True)
+        echo(f"warning: {line}", err=True)
     if not summary.letters:
-        click.echo(f"{plan.name}: no letter left to send (every recipient in the audience has one); "
+        echo(f"{plan.name}: no letter left to send (every recipient in the audience has one); "
                    "`--to BIOGUIDE_OR_EMAIL` previews a recipient's letter", err=True)
     if out is not None:
         try:
@@ -59,7 +59,7 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
     for letter in summary.letters:
         known = plan.letter_of(letter.contact)
         if known is not None and to:
-            click.echo(f"note: {letter.contact.email} already has a letter in the ledger ({known.status})", err=True)
+            echo(f"note: {letter.contact.email} already has a letter in the ledger ({known.status})", err=True)
         message = message_for(letter, cfg.sender, plan.name)
         if fmt == "eml":
             body = to_eml(message).decode("utf-8")
@@ -73,11 +73,11 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
                 path.write_text(body, encoding="utf-8")
             except OSError as e:
                 raise UserError(f"{path}: cannot write the preview: {e.strerror}") from None
-            click.echo(f"{shown(path)}  {message.to_name} <{message.to_email}>")
+            echo(f"{shown(path)}  {message.to_name} <{message.to_email}>")
         else:
             if len(summary.letters) > 1:
-                click.echo(f"----- {letter.letter_id} -----")
-            click.echo(body)
+                echo(f"----- {letter.letter_id} -----")
+            echo(body)
     return EXIT_OK
 
 
@@ -136,7 +136,7 @@ def _confirm(yes: bool, mode: str):
 
     def confirm(lines: list[str]) -> bool:
         for line in lines:
-            click.echo(line)
+            echo(line)
         if yes:
             return True
         question = "Send these letters again now?" if mode == RETRY else "Send these letters now?"
@@ -155,44 +155,44 @@ def _print(summary, cfg) -> int:
 
     mode, plan, d = summary.request.mode, summary.plan, summary.dispatched
     for line in summary.warnings if not summary.asked else ():
-        click.echo(f"warning: {line}", err=True)
+        echo(f"warning: {line}", err=True)
     if summary.stopped and d is None:
         done = "written" if mode == DRY_RUN else "sent or recorded"
-        click.echo(f"outreach: interrupted before anything was {done}", err=True)
+        echo(f"outreach: interrupted before anything was {done}", err=True)
         return summary.exit_code
     if summary.orphans:
-        click.echo(f"warning: {summary.orphans} letters were left `sending` by a run that stopped; they are now "
+        echo(f"warning: {summary.orphans} letters were left `sending` by a run that stopped; they are now "
                    "`unknown` and will not be resent: review them with `outreach letters list --state unknown`",
                    err=True)
     if mode == DRY_RUN:
         if d is not None and d.stopped:
-            click.echo("outreach: interrupted; the dry run was stopped and nothing was written", err=True)
+            echo("outreach: interrupted; the dry run was stopped and nothing was written", err=True)
             return 130
         _print_dry_run(summary)
     elif mode == TEST:
         for letter, result in summary.tests:
             state = "accepted" if result.outcome == "accepted" else f"{result.outcome}: {result.error}"
-            click.echo(f"[TEST] {letter.to_name} ({letter.contact.email}) -> {summary.request.test_to}: {state}")
+            echo(f"[TEST] {letter.to_name} ({letter.contact.email}) -> {summary.request.test_to}: {state}")
         ok = sum(1 for _, r in summary.tests if r.outcome == "accepted")
-        click.echo(f"{ok} test letters accepted by {summary.transport}; nothing recorded in the ledger")
+        echo(f"{ok} test letters accepted by {summary.transport}; nothing recorded in the ledger")
     elif mode == RETRY and not summary.chosen:
         for line in summary.retry_left_out:
-            click.echo(f"  left out {line}")
-        click.echo(f"{summary.name}: " + ("no failed or blocked letters to retry" if plan.campaign_id is not None
+            echo(f"  left out {line}")
+        echo(f"{summary.name}: " + ("no failed or blocked letters to retry" if plan.campaign_id is not None
                                           else "no letters in the ledger yet; nothing to retry"))
     elif mode == RETRY and not summary.request.live:
         from outreach.run import describe
 
         for line in describe(summary, cfg):
-            click.echo("Would retry" + line[len("Retrying"):] if line.startswith("Retrying") else line)
-        click.echo("Dry run: nothing was sent; add --live to send them again.")
+            echo("Would retry" + line[len("Retrying"):] if line.startswith("Retrying") else line)
+        echo("Dry run: nothing was sent; add --live to send them again.")
     elif not summary.chosen:
         already = ", ".join(f"{n} {s}" for s, n in sorted(plan.already.items()))
         waiting = f"; {len(plan.waiting)} wait to retry later" if plan.waiting else ""
-        click.echo(f"Nothing to send for {plan.name}: all {len(plan.audience) - len(plan.left_out)} recipients "
+        echo(f"Nothing to send for {plan.name}: all {len(plan.audience) - len(plan.left_out)} recipients "
                    f"already have a letter in the ledger ({already or 'none'}){waiting}.")
     elif not summary.confirmed:
-        click.echo("Nothing was sent.")
+        echo("Nothing was sent.")
     else:
         _print_sent(summary)
     return summary.exit_code
@@ -201,44 +201,44 @@ def _print(summary, cfg) -> int:
 def _print_dry_run(summary) -> None:
     plan = summary.plan
     lst = plan.contact_list
-    click.echo(f"Dry run of {plan.name}: nothing was sent.")
-    click.echo(f"  contacts: {shown(plan.contacts_path)}: {lst.rows} rows, {len(lst.contacts)} valid")
-    click.echo(f"  audience: {len(plan.audience)} recipients ({plan.selection.not_in_audience} not in the audience)")
+    echo(f"Dry run of {plan.name}: nothing was sent.")
+    echo(f"  contacts: {shown(plan.contacts_path)}: {lst.rows} rows, {len(lst.contacts)} valid")
+    echo(f"  audience: {len(plan.audience)} recipients ({plan.selection.not_in_audience} not in the audience)")
     skipped = plan.skipped_lines()
     if skipped:
-        click.echo(f"  skipped: {len(skipped)}")
+        echo(f"  skipped: {len(skipped)}")
         for line in skipped:
-            click.echo(f"    {line}")
+            echo(f"    {line}")
     for entry in plan.selection.unmatched:
-        click.echo(f"  note: audience include/exclude entry {entry!r} matches nobody in the list")
+        echo(f"  note: audience include/exclude entry {entry!r} matches nobody in the list")
     if plan.already or plan.waiting:
         states = ", ".join(f"{n} {s}" for s, n in sorted(plan.already.items()))
-        click.echo(f"  already have a letter: {sum(plan.already.values())} ({states or 'none'}): not written again"
+        echo(f"  already have a letter: {sum(plan.already.values())} ({states or 'none'}): not written again"
                    + (f"; {len(plan.waiting)} wait to retry later" if plan.waiting else ""))
-    click.echo(f"  rendered: {len(summary.chosen)} letters"
+    echo(f"  rendered: {len(summary.chosen)} letters"
                + (f" (the first {len(summary.chosen)} of {len(plan.to_send)} still to send)"
                   if len(summary.chosen) < len(plan.to_send) else ""))
-    click.echo(f"  folder: {shown(Path(summary.where))}/ (manifest.csv lists the letters)")
+    echo(f"  folder: {shown(Path(summary.where))}/ (manifest.csv lists the letters)")
 
 
 def _print_sent(summary) -> None:
     from outreach.states import TO_SEND
 
     d, counts = summary.dispatched, summary.counts
-    click.echo(f"Sent {summary.name}: {d.accepted} accepted, {d.failed} failed, {d.unknown} unknown"
+    echo(f"Sent {summary.name}: {d.accepted} accepted, {d.failed} failed, {d.unknown} unknown"
                + (f", {d.throttled} throttled and retried" if d.throttled else "")
                + (f", {d.retried} temporary errors retried" if d.retried else ""))
     if d.stopped:
-        click.echo(f"  stopped early: {d.stopped}")
+        echo(f"  stopped early: {d.stopped}")
     for letter_id, status, reason in d.reasons[:20]:
-        click.echo(f"  {status} {letter_id}: {reason}")
+        echo(f"  {status} {letter_id}: {reason}")
     if len(d.reasons) > 20:
-        click.echo(f"  ... and {len(d.reasons) - 20} more: `outreach letters list --state failed`")
+        echo(f"  ... and {len(d.reasons) - 20} more: `outreach letters list --state failed`")
     left = sum(counts[s] for s in TO_SEND)
-    click.echo(f"  ledger: {sum(counts.values())} letters; {left} still to send; {counts['unknown']} unknown; "
+    echo(f"  ledger: {sum(counts.values())} letters; {left} still to send; {counts['unknown']} unknown; "
                f"{counts['failed']} failed (`outreach status` for all states)")
     if counts["unknown"]:
-        click.echo("  unknown letters may have been accepted: they are never resent by themselves; "
+        echo("  unknown letters may have been accepted: they are never resent by themselves; "
                    "see `outreach letters list --state unknown`, then `outreach letters release` if they did not arrive")
 
 

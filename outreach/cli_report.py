@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from outreach.cli_base import App, campaign_option, pass_app, shown
+from outreach.cli_base import App, campaign_option, echo, pass_app, shown
 from outreach.errors import EXIT_OK, UserError
 
 
@@ -26,7 +26,9 @@ def report(app: App, campaign, fmt, out) -> int:
     name, _ = cfg.campaign(campaign)
     ledger = app.ledger()
     if fmt == "json":
-        text = report_json(ledger, name)
+        from outreach.text import json_text
+
+        text = json_text(report_json(ledger, name))  # C1 and bidi controls as \u escapes: still the same JSON
         return _write(text, out, f"{name} (json)")
     data = build_report(ledger, name, letters="all", letters_limit=HTML_ROW_LIMIT if fmt == "html" else None)
     if fmt == "table" and out is None:
@@ -49,12 +51,17 @@ def report(app: App, campaign, fmt, out) -> int:
 
 def _write(text: str, out: Path | None, what: str) -> int:
     if out is None:
-        click.echo(text, nl=not text.endswith("\n"))
+        import sys
+
+        from outreach.text import visible
+
+        # On a terminal no control character from the data may act; into a pipe, the file as it is.
+        click.echo(visible(text, multiline=True) if sys.stdout.isatty() else text, nl=not text.endswith("\n"))
         return EXIT_OK
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
     except OSError as e:
         raise UserError(f"{out}: cannot write the report: {e.strerror}") from None
-    click.echo(f"{shown(out)}: {what}")
+    echo(f"{shown(out)}: {what}")
     return EXIT_OK

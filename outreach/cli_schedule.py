@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from outreach.cli_base import App, pass_app
+from outreach.cli_base import App, echo, pass_app
 from outreach.errors import EXIT_OK, UserError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -51,7 +51,7 @@ def schedule_show(app: App) -> int:
     cfg = app.config
     scheduled = {n: c.schedule for n, c in sorted(cfg.campaigns.items()) if c.schedule is not None}
     if not scheduled:
-        click.echo(f"{cfg.path}: no campaign has a [campaigns.NAME.schedule] table")
+        echo(f"{cfg.path}: no campaign has a [campaigns.NAME.schedule] table")
         return EXIT_OK
     ledger = app.ledger()
     now = dt.datetime.now(UTC)
@@ -68,15 +68,15 @@ def schedule_show(app: App) -> int:
         nxt = next_tick(now, s) if remaining and not state.paused else None
         sent_today = ledger.letters.sent_since(cid, local_midnight(now, s).timestamp()) if cid is not None else 0
         finish = expected_finish(now, s, remaining, batch, sent_today) if s.live and remaining else None
-        click.echo(f"{name}: {status}")
-        click.echo(f"  window: {_days(s.days)} {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone}, "
+        echo(f"{name}: {status}")
+        echo(f"  window: {_days(s.days)} {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone}, "
                    f"every {every(s)}, {batch} letters a tick"
                    + (f", at most {s.daily_cap} a day" if s.daily_cap else "")
                    + ("" if s.skip_federal_holidays else ", federal holidays included"))
-        click.echo(f"  next run: {when(nxt, s)}")
-        click.echo(f"  letters remaining: {remaining} ({unrecorded} not yet recorded)"
+        echo(f"  next run: {when(nxt, s)}")
+        echo(f"  letters remaining: {remaining} ({unrecorded} not yet recorded)"
                    + (f"; {counts['unknown']} unknown need review" if counts["unknown"] else ""))
-        click.echo(f"  expected finish: {when(finish, s) if finish else '-'}")
+        echo(f"  expected finish: {when(finish, s) if finish else '-'}")
     return EXIT_OK
 
 
@@ -85,7 +85,7 @@ def _set_paused(app: App, name: str, paused: bool) -> int:
     _scheduled(cfg, name)
     ledger = app.ledger()
     ledger.campaigns.set_paused(ledger.campaigns.id(name), paused)
-    click.echo(f"{name}: {'paused' if paused else 'resumed'}; a running scheduler honours it at its next tick")
+    echo(f"{name}: {'paused' if paused else 'resumed'}; a running scheduler honours it at its next tick")
     return EXIT_OK
 
 

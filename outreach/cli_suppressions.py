@@ -6,7 +6,7 @@ import time
 
 import click
 
-from outreach.cli_base import App, pass_app
+from outreach.cli_base import App, echo, pass_app
 from outreach.errors import EXIT_OK, UserError
 
 
@@ -23,8 +23,8 @@ def suppressions_list(app: App) -> int:
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
         detail = f"  {r.detail}" if r.detail else ""
-        click.echo(f"{r.email:<40} {r.reason:<12} {when}{detail}")
-    click.echo(f"{len(rows)} suppressed addresses")
+        echo(f"{r.email:<40} {r.reason:<12} {when}{detail}")
+    echo(f"{len(rows)} suppressed addresses")
     return EXIT_OK
 
 
@@ -40,9 +40,9 @@ def suppressions_add(app: App, email: str, reason: str) -> int:
     if problem:
         raise UserError(f"{email!r}: not a valid email address: {problem}")
     if app.ledger().suppressions.add(normal, "manual", reason):
-        click.echo(f"{normal}: suppressed ({reason}); later sends and follow-ups skip it")
+        echo(f"{normal}: suppressed ({reason}); later sends and follow-ups skip it")
     else:
-        click.echo(f"{normal}: already suppressed")
+        echo(f"{normal}: already suppressed")
     return EXIT_OK
 
 
@@ -53,5 +53,5 @@ def suppressions_remove(app: App, email: str) -> int:
     """Write to EMAIL again: its skipped letters go back to pending at the next live run."""
     if not app.ledger().suppressions.remove(email):
         raise UserError(f"{email}: not on the suppression list (`outreach suppressions list`)")
-    click.echo(f"{email}: no longer suppressed")
+    echo(f"{email}: no longer suppressed")
     return EXIT_OK

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from outreach.cli_base import App, pass_app
+from outreach.cli_base import App, echo, echo_json, pass_app
 from outreach.errors import EXIT_OK, UserError, one_line
 
 
@@ -42,9 +42,9 @@ def serve(app: App, host: str, port: int) -> int:
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bound = sock.getsockname()[1]
-    click.echo(f"Receiving SendGrid events on http://{_host_in_url(host)}:{bound}{WEBHOOK_PATH} "
+    echo(f"Receiving SendGrid events on http://{_host_in_url(host)}:{bound}{WEBHOOK_PATH} "
                f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
-    click.echo(f"Dashboard on http://{_host_in_url(host)}:{bound}/"
+    echo(f"Dashboard on http://{_host_in_url(host)}:{bound}/"
                + (f" (token from ${cfg.dashboard.token_env})" if token else " (this machine only)"), err=True)
     web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token))
     # Bounded connections: each may hold a post's body until it is verified and stored.
@@ -53,7 +53,7 @@ def serve(app: App, host: str, port: int) -> int:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn has shut down cleanly and passes Ctrl-C on: stopping is what was asked
-    click.echo("Stopped receiving events", err=True)
+    echo("Stopped receiving events", err=True)
     return EXIT_OK
 
 
@@ -101,12 +101,15 @@ def events_ingest(app: App, file: Path) -> int:
     # running it again after an interruption stores only what is missing.
     for start in range(0, len(parsed), 10_000):
         result.add(ledger.events.ingest(parsed[start:start + 10_000]))
-    click.echo(f"{file}: {result.received} events, {result.stored} new ({result.duplicates} already recorded); "
+    echo(f"{file}: {result.received} events, {result.stored} new ({result.duplicates} already recorded); "
                f"{result.matched} matched letters, {result.letters_changed} letters changed state")
     if result.tests:
-        click.echo(f"{result.tests} events were about --test-to copies: recorded, no letter changed")
+        echo(f"{result.tests} events were about --test-to copies: recorded, no letter changed")
     if result.unmatched:
-        click.echo(f"{result.unmatched} events matched no letter: `outreach events unmatched` lists them")
+        echo(f"{result.unmatched} events matched no letter: `outreach events unmatched` lists them")
+    if result.set_aside:
+        echo(f"{result.set_aside} events set aside for review ({'; '.join(sorted(set(result.aside)))}): "
+                   "`outreach events unmatched` lists them")
     return EXIT_OK
 
 
@@ -121,14 +124,22 @@ def events_unmatched(app: App, limit: int, as_json: bool) -> int:
     ledger = app.ledger()
     rows = ledger.events.unmatched(limit)
     total = ledger.events.count_unmatched()
+    aside, aside_total = ledger.events.set_aside(limit), ledger.events.count_set_aside()
     if as_json:
-        click.echo(json.dumps({"total": total, "events": [
+        echo_json({"total": total, "events": [
             {"id": e.id, "event": e.event, "occurred_at": iso(e.occurred_at), "received_at": iso(e.received_at),
-             "email": e.email, "sg_message_id": e.sg_message_id, "detail": e.detail} for e in rows]}, indent=2))
+             "email": e.email, "sg_message_id": e.sg_message_id, "detail": e.detail} for e in rows],
+            "set_aside_total": aside_total, "set_aside": [
+            {"id": a.id, "received_at": iso(a.received_at), "reason": a.reason, "raw": a.raw} for a in aside]})
         return EXIT_OK
     for e in rows:
         detail = f"  {one_line(e.detail)}" if e.detail else ""
-        click.echo(f"{when(e.occurred_at)}  {e.event:<17} {e.email or '-':<40} {e.sg_message_id or '-'}{detail}")
+        echo(f"{when(e.occurred_at)}  {e.event:<17} {e.email or '-':<40} {e.sg_message_id or '-'}{detail}")
     shown = f" (the newest {len(rows)} shown)" if total > len(rows) else ""
-    click.echo(f"{total} unmatched events{shown}")
+    echo(f"{total} unmatched events{shown}")
+    for a in aside:
+        echo(f"{when(a.received_at)}  set aside: {a.reason}: {one_line(a.raw)[:160]}")
+    if aside_total:
+        shown = f" (the newest {len(aside)} shown)" if aside_total > len(aside) else ""
+        echo(f"{aside_total} events set aside for review: received, never applied to a letter{shown}")
     return EXIT_OK

@@ -14,22 +14,16 @@ from outreach.addresses import normalise_email
 from outreach.errors import UserError
 from outreach.geography import (
     ALL_CODES, DELEGATE_SEATS, HOUSE_SEATS, RESIDENT_COMMISSIONER_SEATS, TERRITORIES, normalise_state)
+from outreach.spreadsheet import decode, normalise_header, read_file, sniff_delimiter
+from outreach.text import CONTROLS, control_characters
 
-# Header spellings seen in real lists, mapped to our column names.
-ALIASES = {
-    "e_mail": "email", "email_address": "email", "e_mail_address": "email", "mail": "email",
-    "bioguide": "bioguide_id", "bioguideid": "bioguide_id",
-    "firstname": "first_name", "first": "first_name", "given_name": "first_name",
-    "lastname": "last_name", "last": "last_name", "surname": "last_name", "family_name": "last_name",
-    "fullname": "full_name", "name": "full_name",
-    "type": "chamber",
-}
 NAME_FIELDS = ("full_name", "first_name", "last_name", "nickname", "middle_name", "suffix", "staffer")
 CHAMBERS = {
     "senate": "senate", "sen": "senate", "senator": "senate", "s": "senate",
     "house": "house", "rep": "house", "representative": "house", "h": "house",
 }
 BIOGUIDE = re.compile(r"^[A-Z]\d{6}$")
+MAX_NAME = 200                 # a name longer than this is not a name (and would not fit a mail header)
 COMMITTEE = re.compile(r"^[A-Z]{4}(\d{2})?$")
 
 
@@ -105,75 +99,8 @@ class ContactList:
         }
 
 
-def normalise_header(name: str) -> str:
-    """'  First Name ' -> 'first_name'; known aliases to our names."""
-    key = re.sub(r"[\s\-.]+", "_", name.strip().lower()).strip("_")
-    return ALIASES.get(key, key)
-
-
 def normalise_chamber(value: str) -> str | None:
     return CHAMBERS.get(value.strip().lower().rstrip("."))
-
-
-def _decode(path: Path, raw: bytes) -> tuple[str, str, list[str]]:
-    """(text, encoding, notes): UTF-8 with or without BOM, else Windows-1252, said so."""
-    if raw.startswith(b"PK\x03\x04") or raw.startswith(b"\xd0\xcf\x11\xe0"):
-        raise UserError(f"{path}: this is a spreadsheet workbook, not CSV; "
-                        "save it as 'CSV UTF-8' and check that file")
-    try:
-        return raw.decode("utf-8-sig"), "utf-8", []
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        try:
-            text = raw.decode("cp1252")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: line {line}: not UTF-8 or Windows-1252 text; "
-                            "save it as 'CSV UTF-8'") from None
-        note = (f"not valid UTF-8 (first at line {line}); read as Windows-1252: check accented "
-                "names, and save the file as 'CSV UTF-8' next time")
-        return text, "cp1252", [note]
-
-
-def _sniff_delimiter(text: str) -> str:
-    """The delimiter used in the header line: comma, semicolon or tab, whichever is most used."""
-    header = text.split("\n", 1)[0]
-    counts = {d: header.count(d) for d in (",", ";", "\t")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
-
-
-@dataclass
-class Sheet:
-    """A contact list's cells as they are (for rewriting it): its header, as spelled and as our
-    names, and each row with its spreadsheet line."""
-
-    names: list[str]
-    shown: list[str]
-    rows: list[tuple[int, list[str]]]
-
-    def value(self, cells: list[str], name: str) -> str:
-        i = self.names.index(name) if name in self.names else None
-        return cells[i].strip() if i is not None and i < len(cells) else ""
-
-
-def read_sheet(path: str | Path) -> Sheet:
-    """The rows of a contact list, unvalidated; UserError only when the file cannot be read."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: contact list not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the contact list: {e.strerror}") from None
-    text, _, _ = _decode(path, raw)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text), strict=False)
-    try:
-        header = next(reader, [])
-        rows = [(i + 2, cells) for i, cells in enumerate(reader) if any(c.strip() for c in cells)]
-    except csv.Error as e:
-        raise UserError(f"{path}: cannot read it as CSV: {e}") from None
-    names = [normalise_header(c) or f"column_{i + 1}" for i, c in enumerate(header)]
-    return Sheet(names, [c.strip() or n for c, n in zip(header, names)], rows)
 
 
 def read_contacts(path: str | Path) -> ContactList:
@@ -183,18 +110,11 @@ def read_contacts(path: str | Path) -> ContactList:
     not CSV, a required column missing).
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: contact list not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder; give the contact list's CSV file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read the contact list: {e.strerror}") from None
-    text, encoding, notes = _decode(path, raw)
+    raw = read_file(path)
+    text, encoding, notes = decode(path, raw)
     if "\x00" in text:
         raise UserError(f"{path}: contains NUL bytes, so it is not a text CSV file; export it as 'CSV UTF-8'")
-    delimiter = _sniff_delimiter(text)
+    delimiter = sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
     try:
         header = next(reader)
@@ -293,6 +213,13 @@ class _RowChecker:
                     "quote cells that contain the delimiter")
                 return None, problems
         values = dict(zip(cols.names, map(str.strip, cells)))
+        # Control characters (ESC, BEL, the C1 set) and bidi overrides in any cell: data from a
+        # spreadsheet anyone may have edited must not act on a terminal, nor reorder a name.
+        if CONTROLS.search("".join(cells)):
+            for name, value in values.items():
+                found = control_characters(value)
+                if found:
+                    bad(name, value, f"holds control characters ({', '.join(found)}): remove them")
         if len(cells) < len(cols.names):
             # Spreadsheets often drop trailing empty cells.
             for name in cols.names[len(cells):]:
@@ -314,6 +241,10 @@ class _RowChecker:
 
         full_name = values.get("full_name", "")
         first, last = values.get("first_name", ""), values.get("last_name", "")
+        for name in ("full_name", "first_name", "last_name", "staffer"):
+            if len(values.get(name, "")) > MAX_NAME:
+                bad(name, values[name][:40] + "…", f"longer than {MAX_NAME} characters: no name is; is this the "
+                    "right column?")
         if not full_name and not (first and last):
             bad("full_name" if "full_name" in cols.index else "last_name", full_name or last,
                 "missing name: fill full_name, or first_name and last_name")

@@ -37,6 +37,8 @@ CHAIN_STATES = ("accepted", "accepted", "deferred", "delivered", "opened", "clic
 EMAIL_MATCH_SLACK_S = 300.0
 MAX_PROBLEMS = 5
 DETAIL_CHARS = 500
+MAX_DEPTH = 400            # levels of nesting an event may have (SendGrid's have three or four)
+FUTURE_SLACK_S = 86400.0   # an event dated further ahead than this is kept for review, not applied
 # One encoder for every event (json.dumps with options builds a new one each call); sorted
 # keys make the same event the same text, whatever order its fields came in.
 _CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
@@ -67,20 +69,43 @@ class Event:
     raw: str
 
 
+class SetAside(NamedTuple):
+    """An event that cannot be used, kept for review instead of failing the events beside it."""
+
+    reason: str
+    raw: str
+
+
 # -- reading events (pure) ---------------------------------------------------------------------
 
 def parse_body(body: bytes | str) -> list[Event]:
-    """A webhook body or an exported file: a JSON array of events; EventError says what is wrong."""
+    """An exported file: a JSON array of events, all well-formed; EventError says what is wrong."""
+    return parse_events(_items(body))
+
+
+def parse_post(body: bytes | str) -> tuple[list[Event], list[SetAside]]:
+    """A webhook post: its usable events, and the others set aside with the reason. Only a body
+    that is not a JSON array at all is refused (EventError): SendGrid drops a refused post's
+    every event after a day of retries, so one bad event must not cost the rest."""
+    events, aside = [], []
+    for obj, raw in _items(body):
+        try:
+            events.append(parse_event(obj, raw))
+        except EventError as e:
+            aside.append(SetAside(e.problems[0], raw))
+    return events, aside
+
+
+def _items(body: bytes | str) -> list[tuple[Any, str]]:
     try:
         text = body if isinstance(body, str) else body.decode(json.detect_encoding(body))
-        items = _array_items(text.removeprefix("\ufeff"))
+        return _array_items(text.removeprefix("\ufeff"))
     except RecursionError:
         raise EventError(["the JSON is nested too deeply"]) from None
     except json.JSONDecodeError as e:
         raise EventError([f"not JSON (line {e.lineno}, column {e.colno}: {e.msg})"]) from None
     except UnicodeDecodeError as e:
         raise EventError([f"not JSON text: {e.reason} at byte {e.start}"]) from None
-    return parse_events(items)
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -114,7 +139,8 @@ def _array_items(text: str) -> list[tuple[Any, str]]:
 
 
 def parse_events(items: list) -> list[Event]:
-    """Check every event (decoded objects, or (object, its JSON text) pairs); all or nothing."""
+    """Check every event (decoded objects, or (object, its JSON text) pairs); all or nothing (an
+    exported file is fixed and ingested again)."""
     pairs = [item if isinstance(item, tuple) else (item, None) for item in items]
     events, problems = [], []
     for i, (obj, raw) in enumerate(pairs):
@@ -125,7 +151,7 @@ def parse_events(items: list) -> list[Event]:
             if len(problems) == MAX_PROBLEMS:
                 break
     if problems:
-        bad = sum(1 for obj, _ in pairs if _problem(obj))
+        bad = sum(1 for obj, raw in pairs if _unusable(obj, raw))
         if bad > len(problems):
             problems.append(f"and {bad - len(problems)} more malformed events")
         raise EventError(problems)
@@ -137,6 +163,8 @@ def parse_event(obj: Any, raw: str | None = None) -> Event:
     problem = _problem(obj)
     if problem:
         raise EventError([problem])
+    if _deeper_than(obj, MAX_DEPTH):
+        raise EventError([f"nested more than {MAX_DEPTH} levels deep"])
     name = obj["event"]
     detail = None
     if name in ("bounce", "dropped", "deferred"):
@@ -145,13 +173,44 @@ def parse_event(obj: Any, raw: str | None = None) -> Event:
         detail = obj.get("url")
     elif name in ("group_unsubscribe", "group_resubscribe") and obj.get("asm_group_id") is not None:
         detail = f"group {obj['asm_group_id']}"
-    return Event(
-        event=name, occurred_at=float(obj["timestamp"]), email=obj.get("email"),
-        sg_event_id=obj.get("sg_event_id"), sg_message_id=obj.get("sg_message_id"),
-        letter_id=obj.get("letter_id"), test_of=obj.get("test_of"),
-        type=(obj.get("type") or "bounce") if name == "bounce" else None,
-        detail=one_line(str(detail))[:DETAIL_CHARS] if detail not in (None, "") else None,
-        dedupe_key=dedupe_key(obj), raw=raw if raw is not None else _CANONICAL.encode(obj))
+    try:
+        event = Event(
+            event=name, occurred_at=float(obj["timestamp"]), email=obj.get("email"),
+            sg_event_id=obj.get("sg_event_id"), sg_message_id=obj.get("sg_message_id"),
+            letter_id=obj.get("letter_id"), test_of=obj.get("test_of"),
+            type=(obj.get("type") or "bounce") if name == "bounce" else None,
+            detail=one_line(str(detail))[:DETAIL_CHARS] if detail not in (None, "") else None,
+            dedupe_key=dedupe_key(obj), raw=raw if raw is not None else _CANONICAL.encode(obj))
+        # What is stored must be text a database takes: a lone surrogate ("\ud800") is not.
+        for value in (event.event, event.email, event.sg_event_id, event.sg_message_id, event.letter_id,
+                      event.test_of, event.type, event.detail, event.raw):
+            if value is not None:
+                value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError(["holds text that is not valid Unicode (a lone surrogate)"]) from None
+    return event
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether any value sits more than `limit` levels down (walked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
+def _unusable(obj: Any, raw: str | None) -> bool:
+    try:
+        parse_event(obj, raw)
+    except EventError:
+        return True
+    return False
 
 
 def _problem(obj: Any) -> str | None:
@@ -206,6 +265,18 @@ class Candidate(NamedTuple):
     status: str
     accepted_at: float | None
     provider_message_id: str | None
+    created_at: float = 0.0       # when the letter was first recorded: no event of it can be older
+
+
+def date_problem(ev: Event, letter: Candidate | None, received_at: float) -> str | None:
+    """Why an event's date cannot be applied to its letter (kept for review instead), or None."""
+    if letter is None:
+        return None  # matched no letter: it changes nothing, and is listed as unmatched anyway
+    if ev.occurred_at < letter.created_at - EMAIL_MATCH_SLACK_S:
+        return "dated before its letter was recorded"
+    if ev.occurred_at > received_at + FUTURE_SLACK_S:
+        return "dated more than a day after it was received"
+    return None
 
 
 def match_event(ev: Event, by_id: dict[str, Candidate], by_message: dict[str, list[Candidate]],

@@ -15,7 +15,9 @@ from dataclasses import dataclass, replace
 from email.header import Header
 from email.utils import formataddr, formatdate
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# Controls (C0, DEL, C1) and the bidi overrides that reorder what a reader sees.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]+")
+NAME_LIMIT = 200   # a display name longer than this is cut: a header line stays far inside 998 characters
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
@@ -59,6 +61,13 @@ def clean_header(value: str) -> str:
     return " ".join(_CONTROL.sub(" ", value).split())
 
 
+def display_name(name: str) -> str:
+    """A name as every header (and SendGrid's payload) carries it: one line, no control character,
+    at most NAME_LIMIT characters."""
+    name = clean_header(name)
+    return name if len(name) <= NAME_LIMIT else name[:NAME_LIMIT - 1] + "…"
+
+
 def encode_text_header(value: str) -> str:
     """A header value, RFC 2047-encoded when it is not ASCII, folded when long."""
     value = clean_header(value)
@@ -95,7 +104,7 @@ def encode_address(name: str, email: str) -> str:
     if not domain.isascii():
         domain = domain.encode("idna").decode("ascii")
         email = f"{local}@{domain}"
-    name = clean_header(name)
+    name = display_name(name)
     if not name:
         return email
     if name.isascii():

@@ -15,7 +15,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from outreach.contacts import normalise_chamber, read_sheet
+from outreach.contacts import normalise_chamber
+from outreach.spreadsheet import read_sheet
 from outreach.geography import normalise_state
 from outreach.legislators import OFFICIAL_COLUMNS, official_row, sort_key, write_rows
 from outreach.official import WATCHED, Official, Roster

@@ -27,23 +27,35 @@ TILES = {
 
 
 def to_csv(report: dict) -> str:
+    """One row per letter, for spreadsheets: no cell starts a formula (see outreach.text)."""
+    from outreach.text import spreadsheet_cell
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for letter in report["letters"]:
         writer.writerow(["" if letter[c] is None else ("yes" if letter[c] is True else "" if letter[c] is False
-                                                       else letter[c]) for c in CSV_COLUMNS])
+                                                       else spreadsheet_cell(letter[c])) for c in CSV_COLUMNS])
     return out.getvalue()
 
 
 def to_table(report: dict, console) -> None:
-    """The report on a terminal: funnel, skipped reasons, breakdowns, what needs attention, every office."""
+    """The report on a terminal: funnel, skipped reasons, breakdowns, what needs attention, every office.
+
+    Whatever came from data is printed as plain text (never Rich markup), its control characters
+    shown as escapes: a party cell of '[/x]' or a name with ESC in it prints as it is."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
+
+    from outreach.text import visible
+
+    def data(value) -> Text:
+        return Text(visible(value))
 
     s = report["summary"]
-    funnel = Table(title=f"{s['campaign']}: {s['letters']} letters", title_justify="left", box=box.SIMPLE_HEAD)
+    funnel = Table(title=Text(f"{visible(s['campaign'])}: {s['letters']} letters"), title_justify="left",
+                   box=box.SIMPLE_HEAD)
     for col in ("step", "letters", "of targeted"):
         funnel.add_column(col, justify="right" if col != "step" else "left")
     from outreach.states import FUNNEL
@@ -57,7 +69,7 @@ def to_table(report: dict, console) -> None:
     console.print(funnel)
     console.print("[dim]accepted: SendGrid took the letter; delivered: the office's mail server did[/dim]")
     for reason, n in s.get("skipped_reasons", {}).items():
-        console.print(f"[dim]skipped {n}: {escape(reason)}[/dim]")
+        console.print(Text(f"skipped {n}: {visible(reason)}", style="dim"))
     if s.get("terms_ended"):
         console.print(f"[bold]{s['terms_ended']} offices' terms have ended[/bold] (by {s['terms_ended_by']}): "
                       "marked [term ended] below; a new Congress may have replaced them "
@@ -75,8 +87,8 @@ def to_table(report: dict, console) -> None:
         for r in rows:
             rate = "" if r["delivery_rate"] is None else f"{r['delivery_rate']:.0%}"
             label = r["key"] if name == "committee" else r["label"]
-            table.add_row(label, *(str(r[k]) for k in ("targeted", "accepted", "delivered", "opened",
-                                                              "failed", "unknown")), rate)
+            table.add_row(data(label), *(str(r[k]) for k in ("targeted", "accepted", "delivered", "opened",
+                                                                   "failed", "unknown")), rate)
         console.print(table)
     if report["attention"]:
         table = Table(title=f"needs attention ({len(report['attention'])})", title_justify="left",
@@ -86,7 +98,7 @@ def to_table(report: dict, console) -> None:
         table.add_column("recipient", no_wrap=True)
         table.add_column("reason", overflow="fold")
         for a in report["attention"][:50]:
-            table.add_row(a["id"][:12], a["status"], a["email"], escape(a["reason"] or ""))
+            table.add_row(a["id"][:12], a["status"], data(a["email"]), data(a["reason"] or ""))
         console.print(table)
         if len(report["attention"]) > 50:
             console.print(f"... and {len(report['attention']) - 50} more (--format csv for all)")
@@ -98,12 +110,13 @@ def to_table(report: dict, console) -> None:
         for r in report["letters"]:
             when = (r["last_event_at"] or "")[5:16].replace("T", " ")
             event = f"{r['last_event']} {when}" if r["last_event"] else ""
-            name = r["name"] or ""
+            name = visible(r["name"] or "")
             name = name if len(name) <= 22 else name[:21] + "…"
-            console.print(f"  {seat(r['state'], r['district']):<6} {(r['party'] or '')[:1]:<1}  {name:<22} "
-                          f"{r['status']:<12} {event:<21} {r['email']}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"  {visible(seat(r['state'], r['district'])):<6} {visible(r['party'] or '')[:1]:<1}  "
+                          f"{name:<22} {r['status']:<12} {event:<21} {visible(r['email'])}", markup=False,
+                          highlight=False, soft_wrap=True)
             if r["reason"]:
-                console.print(f"         └ {r['reason']}", markup=False, highlight=False, soft_wrap=True)
+                console.print(f"         └ {visible(r['reason'])}", markup=False, highlight=False, soft_wrap=True)
             if r.get("term_ended"):
                 console.print(f"         └ [term ended] {r['term_end']}", markup=False, highlight=False,
                               soft_wrap=True)

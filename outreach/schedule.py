@@ -137,7 +137,7 @@ class Scheduler:
             self._fail("another scheduler took over the lock on this database")
         elif lock.failing_since is not None and time.time() - lock.failing_since > self.UNREACHABLE_AFTER_S:
             self._fail(f"the ledger's database has not answered for {self.UNREACHABLE_AFTER_S:.0f} s "
-                       f"({type(lock.failure).__name__}: {one_line(str(lock.failure))[:200]})")
+                       f"({one_line(str(lock.failure))[:240]})")
 
     def _fail(self, why: str) -> None:
         if self.failure is None:

@@ -124,9 +124,9 @@ class BodyTooLarge(Exception):
 class EventReceiver:
     """The endpoint: check the signature, read at most max_body bytes, parse, store, answer."""
 
-    def __init__(self, store: Callable[[list], Future], public_key, max_age_s: float, max_body: int,
+    def __init__(self, store: Callable[..., Future], public_key, max_age_s: float, max_body: int,
                  clock: Callable[[], float]):
-        self.store = store    # a post's events -> a future of its IngestResult, once committed
+        self.store = store    # (events, set aside) -> a future of the post's IngestResult, once committed
         self.public_key = public_key
         self.max_age_s = max_age_s
         self.max_body = max_body
@@ -162,7 +162,7 @@ class EventReceiver:
         from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse
 
-        from outreach.events import EventError, parse_body
+        from outreach.events import EventError, parse_post
 
         try:
             body = await self._read(request, held)
@@ -177,16 +177,19 @@ class EventReceiver:
         try:
             # Parsing runs in a worker thread, so the event loop keeps reading other posts;
             # storing in the ledger's writer thread, together with whatever else is waiting.
-            events = await run_in_threadpool(parse_body, body)
+            events, aside = await run_in_threadpool(parse_post, body)
         except EventError as e:
             return refuse(400, "; ".join(e.problems))
         try:
-            result = await asyncio.wrap_future(self.store(events))
+            result = await asyncio.wrap_future(self.store(events, aside))
         except Exception as e:  # noqa: BLE001 - anything unstored must be retried by SendGrid, not lost
             log.error("could not store %d events (%s: %s); answered 503 so SendGrid retries them",
                       len(events), type(e).__name__, one_line(str(e))[:300])
             log.debug("the failure in full", exc_info=True)
             return JSONResponse({"error": "could not store the events; retry later"}, status_code=503)
+        for reason in sorted(set(result.aside)):
+            log.warning("set aside for review (`outreach events unmatched`): %d events %s",
+                        result.aside.count(reason), reason)
         log.info("stored %d of %d events (%d duplicates, %d unmatched); %d letters changed state",
                  result.stored, result.received, result.duplicates, result.unmatched, result.letters_changed)
         return JSONResponse(result.as_dict())

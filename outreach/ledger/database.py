@@ -13,10 +13,10 @@ import threading
 
 from sqlalchemy import create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from outreach.config import sqlite_file
-from outreach.errors import UserError
+from outreach.errors import EXIT_ATTENTION, UserError
 from outreach.ledger import schema as S
 from outreach.ledger.campaigns import Campaigns
 from outreach.ledger.event_store import EventStore
@@ -57,16 +57,24 @@ class Ledger:
     @contextlib.contextmanager
     def write(self):
         """A write transaction, committed on exit."""
-        if self._write_lock is None:
-            with self.engine.begin() as db:
-                yield db
-        else:
-            with self._write_lock, self.engine.begin() as db:
-                yield db
+        try:
+            if self._write_lock is None:
+                with self.engine.begin() as db:
+                    yield db
+            else:
+                with self._write_lock, self.engine.begin() as db:
+                    yield db
+        except OperationalError as e:
+            raise failure(e, self.url) from None
 
+    @contextlib.contextmanager
     def read(self):
         """A connection for reading."""
-        return self.engine.connect()
+        try:
+            with self.engine.connect() as db:
+                yield db
+        except OperationalError as e:
+            raise failure(e, self.url) from None
 
     @property
     def writer(self) -> GroupWriter:
@@ -150,6 +158,38 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "(the [database] url, which is not a valid URL)"
+
+
+class LedgerFailure(UserError):
+    """The ledger's database failed under us (disk full, locked too long, unreachable): one line
+    saying what happened and what is safe, never a traceback with SQL."""
+
+
+# What the database said -> what happened, in words (SQLite's and PostgreSQL's wordings).
+FAILURES = (
+    (("disk is full", "no space left", "could not extend file", "could not write to file"),
+     "the disk is full: the ledger ({where}) cannot be written"),
+    (("database is locked", "lock timeout", "canceling statement due to lock timeout"),
+     "the ledger ({where}) stayed locked by another process for longer than 30 s"),
+    (("unable to open database", "disk i/o error", "readonly database", "read-only"),
+     "the ledger ({where}) cannot be written ({detail})"),
+    (("could not connect", "connection refused", "server closed the connection", "connection is closed",
+      "terminating connection", "could not translate host name", "timeout expired"),
+     "the ledger's database ({where}) is unreachable ({detail})"),
+)
+
+
+def failure(e: OperationalError, url: str) -> UserError:
+    """A one-line LedgerFailure for what the database said; anything else stays a bug (re-raised as is)."""
+    detail = short_error(e)
+    lowered = detail.lower()
+    where = sqlite_file(url) or safe_url(url)
+    for words, said in FAILURES:
+        if any(w in lowered for w in words):
+            return LedgerFailure(f"{said.format(where=where, detail=detail[:160])}; letters in flight stay "
+                                 "`sending` and are `unknown` at the next run; nothing was sent twice",
+                                 exit_code=EXIT_ATTENTION)
+    return e
 
 
 def short_error(e: Exception) -> str:

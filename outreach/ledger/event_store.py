@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import partial
 from importlib import import_module
 from itertools import chain
@@ -21,7 +21,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from outreach import states
 from outreach.events import (
-    Candidate, Event, Seen, latest_send, match_event, message_id_prefix, next_state, suppression_for,
+    Candidate, Event, Seen, SetAside, date_problem, latest_send, match_event, message_id_prefix, next_state,
+    suppression_for,
 )
 from outreach.ledger import schema as S
 from outreach.ledger.prepared import Prepared, keys, select_in
@@ -60,10 +61,12 @@ class IngestResult:
     tests: int = 0
     letters_changed: int = 0
     suppressed: int = 0
+    set_aside: int = 0          # kept for review, not applied (counted once, as stored)
+    aside: list = field(default_factory=list, repr=False)   # their reasons, for the log
 
     @property
     def duplicates(self) -> int:
-        return self.received - self.stored
+        return self.received - self.stored - self.set_aside
 
     def add(self, other: "IngestResult") -> None:
         for f in fields(self):
@@ -72,7 +75,8 @@ class IngestResult:
     def as_dict(self) -> dict:
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
                 "matched": self.matched, "unmatched": self.unmatched, "tests": self.tests,
-                "letters_changed": self.letters_changed, "suppressed": self.suppressed}
+                "letters_changed": self.letters_changed, "suppressed": self.suppressed,
+                "set_aside": self.set_aside}
 
 
 class LetterEvent(NamedTuple):
@@ -92,19 +96,22 @@ class EventStore:
     def __init__(self, ledger):
         self.ledger = ledger
 
-    def ingest(self, events: list[Event], received_at: float | None = None) -> IngestResult:
-        """Store a post's events (duplicates skipped) and bring their letters up to date, in one transaction."""
-        return self.ingest_posts([events], received_at)[0]
+    def ingest(self, events: list[Event], set_aside: list[SetAside] = (), received_at: float | None = None) \
+            -> IngestResult:
+        """Store a post's events (duplicates skipped) and bring their letters up to date, in one transaction;
+        `set_aside`: events that could not be used, kept for review."""
+        return self.ingest_posts([(events, set_aside)], received_at)[0]
 
-    def ingest_posts(self, posts: list[list[Event]], received_at: float | None = None) -> list[IngestResult]:
-        """Several posts in one transaction; each result tells what its own post did."""
+    def ingest_posts(self, posts: list, received_at: float | None = None) -> list[IngestResult]:
+        """Several posts (each its events, or (events, set aside)) in one transaction; each result tells
+        what its own post did."""
         with self.ledger.write() as db:
             return ingest_posts(db, posts, now() if received_at is None else received_at)
 
-    def submit(self, events: list[Event]) -> Future:
+    def submit(self, events: list[Event], set_aside: list[SetAside] = ()) -> Future:
         """Store a post's events through the ledger's writer, with whatever other posts are waiting;
         the future gives the post's IngestResult once committed."""
-        return self.ledger.writer.submit(_posts, events, weight=max(1, len(events)))
+        return self.ledger.writer.submit(_posts, (events, list(set_aside)), weight=max(1, len(events)))
 
     def of_letter(self, letter_id: str) -> list[LetterEvent]:
         """A letter's events, oldest first."""
@@ -125,27 +132,55 @@ class EventStore:
             return db.execute(select(func.count()).select_from(S.events)
                               .where(E.letter_id.is_(None), E.matched_by.is_(None))).scalar() or 0
 
+    def set_aside(self, limit: int | None = None, offset: int = 0) -> list:
+        """Events kept for review (id, received_at, reason, raw), newest first."""
+        A = S.events_set_aside.c
+        q = select(A.id, A.received_at, A.reason, A.raw).order_by(A.received_at.desc(), A.id.desc())
+        if limit:
+            q = q.limit(limit).offset(offset)
+        with self.ledger.read() as db:
+            return db.execute(q).all()
+
+    def count_set_aside(self) -> int:
+        with self.ledger.read() as db:
+            return db.execute(select(func.count()).select_from(S.events_set_aside)).scalar() or 0
+
 
 def _posts(db, posts: list[list[Event]]) -> list[IngestResult]:
     return ingest_posts(db, posts, now())
 
 
-def ingest_posts(db, posts: list[list[Event]], received_at: float) -> list[IngestResult]:
-    """Several posts in one open transaction; each result tells what its own post did.
+def ingest_posts(db, posts: list, received_at: float) -> list[IngestResult]:
+    """Several posts (each its events, or (events, set aside)) in one open transaction; each result
+    tells what its own post did.
 
     Letters touched by several posts are read and written once, and the database
     writes each page the posts share once: under load this decides how many
-    events a second are stored.
+    events a second are stored. An event dated before its letter or far ahead is
+    set aside for review, never applied.
     """
-    results = [IngestResult(received=len(p)) for p in posts]
-    events = [ev for p in posts for ev in p]
-    post_of = [n for n, p in enumerate(posts) for _ in p]
-    if not events:
+    posts = [p if isinstance(p, tuple) else (p, []) for p in posts]
+    results = [IngestResult(received=len(events) + len(aside)) for events, aside in posts]
+    events = [ev for p, _ in posts for ev in p]
+    post_of = [n for n, (p, _) in enumerate(posts) for _ in p]
+    aside = [(n, a) for n, (_, p) in enumerate(posts) for a in p]
+    rows = []
+    for ev, n, (letter, how) in zip(events, post_of, _match_all(db, events)):
+        problem = date_problem(ev, letter, received_at)
+        if problem is not None:
+            aside.append((n, SetAside(problem, ev.raw)))
+            continue
+        rows.append((n, _Row(letter.id if letter else None, letter.campaign_id if letter else None, how, ev.event,
+                             ev.type, ev.sg_event_id, ev.dedupe_key, ev.sg_message_id, ev.email, ev.occurred_at,
+                             received_at, ev.detail, ev.raw)))
+    for n in _store_set_aside(db, aside, received_at):
+        results[n].set_aside += 1
+    for n, a in aside:
+        results[n].aside.append(a.reason)
+    post_of = [n for n, _ in rows]
+    rows = [r for _, r in rows]
+    if not rows:
         return results
-    rows = [_Row(letter.id if letter else None, letter.campaign_id if letter else None, how, ev.event,
-                 ev.type, ev.sg_event_id, ev.dedupe_key, ev.sg_message_id, ev.email, ev.occurred_at,
-                 received_at, ev.detail, ev.raw)
-            for ev, (letter, how) in zip(events, _match_all(db, events))]
     # The insert is the first write: from here the letters' states are read and written
     # in one consistent transaction.
     stored = _insert_new(db, rows)
@@ -175,7 +210,7 @@ def ingest_posts(db, posts: list[list[Event]], received_at: float) -> list[Inges
 
 # -- matching -------------------------------------------------------------------------------------------
 
-_CANDIDATE = (L.id, L.campaign_id, L.email_key, L.status, L.accepted_at, L.provider_message_id)
+_CANDIDATE = (L.id, L.campaign_id, L.email_key, L.status, L.accepted_at, L.provider_message_id, L.created_at)
 _TRACKED = ("status", "reason", "last_event", "last_event_at", "accepted_at", "provider_message_id")
 _SENT = sorted(states.SENT)
 
@@ -263,6 +298,26 @@ def _flat_order(size: int) -> list[str]:
 
 
 _FLAT: dict[int, list[str]] = {}
+
+
+_RAW_LIMIT = 64 * 1024
+
+
+def _store_set_aside(db, aside: list[tuple[int, SetAside]], t: float) -> list[int]:
+    """Keep each set-aside event once (a post sent again adds nothing); returns the posts of those kept."""
+    import hashlib
+
+    kept = []
+    for n, a in aside:
+        key = "sa:" + hashlib.sha256(a.raw.encode("utf-8", "backslashreplace")).hexdigest()
+        raw = a.raw if len(a.raw) <= _RAW_LIMIT else a.raw[:_RAW_LIMIT] + " ... (cut)"
+        row = {"received_at": t, "reason": a.reason[:500], "raw": raw.encode("utf-8", "backslashreplace").decode(),
+               "dedupe_key": key}
+        if db.execute(select(S.events_set_aside.c.id).where(S.events_set_aside.c.dedupe_key == key)).first():
+            continue
+        db.execute(insert(S.events_set_aside), row)
+        kept.append(n)
+    return kept
 
 
 # -- bringing letters up to date --------------------------------------------------------------------------

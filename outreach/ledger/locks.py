@@ -81,7 +81,7 @@ class Lock:
                 with self.ledger.write() as db:
                     held = db.execute(update(S.locks).where(K.name == self.name, K.owner == self.owner)
                                       .values(heartbeat_at=now())).rowcount
-            except SQLAlchemyError as e:  # a busy database delays a beat; staleness allows for many
+            except (SQLAlchemyError, UserError) as e:  # a busy database delays a beat; staleness allows many
                 self.failing_since = self.failing_since or now()
                 self.failure = e
                 continue
@@ -98,7 +98,7 @@ class Lock:
         try:
             with self.ledger.write() as db:
                 db.execute(S.locks.delete().where(K.name == self.name, K.owner == self.owner))
-        except SQLAlchemyError:
+        except (SQLAlchemyError, UserError):
             pass
 
 

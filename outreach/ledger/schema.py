@@ -121,6 +121,18 @@ events = Table(
 )
 
 
+# Events that could not be used (malformed, not valid Unicode, nested too deep, dated before
+# their letter or far ahead): kept whole for review, never applied to a letter.
+events_set_aside = Table(
+    "events_set_aside", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),                            # as sent (cut at 64 KiB)
+    Column("dedupe_key", String(80), nullable=False, unique=True),  # a post sent again adds nothing
+)
+
+
 suppressions = Table(
     "suppressions", metadata,
     Column("email_key", String(320), primary_key=True),       # lower-cased address: never written to again
@@ -160,6 +172,7 @@ MIGRATIONS: list[tuple[int, str, list[Table], list]] = [
     ]),
     # Reports mark the offices whose term has ended: a campaign may span a change of Congress.
     (7, "each letter's term end", [], [lambda db: _add_column(db, "letters", "term_end", "VARCHAR(10)")]),
+    (8, "events set aside for review", [events_set_aside], []),
 ]
 
 

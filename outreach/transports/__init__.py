@@ -66,17 +66,38 @@ class Transport(Protocol):
 
 
 class Scrubber:
-    """Removes a secret from any text before it is shown, logged or stored."""
+    """Removes a secret from any text before it is shown, logged or stored: the whole value, and
+    anything that starts as it does (a key cut short, or one line of a key pasted with a break)."""
+
+    PREFIX = 8   # characters of a secret that already say too much
 
     def __init__(self, *secrets: str | None):
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        import re
+
+        parts = {p for s in secrets if s for p in [s, *s.split()] if len(p) >= self.PREFIX}
+        # Longest first, so a whole value goes before its parts; each also by its prefix.
+        self._patterns = [re.compile(re.escape(p[:self.PREFIX]) + r"\S*") for p in sorted(parts, key=len, reverse=True)]
+        self._whole = sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True)
 
     def __call__(self, text: str | None) -> str | None:
         if text is None:
             return None
-        for s in self.secrets:
+        for s in self._whole:
             text = text.replace(s, "***")
+        for pattern in self._patterns:
+            text = pattern.sub("***", text)
         return text
+
+
+def usable_secret(env: str, value: str, what: str, token: bool = True) -> str:
+    """The secret from $env, stripped; refused (one line, never the value) if it holds what it never
+    holds: a line break or a control character (a bad paste); a token, also a space or non-ASCII
+    (and is stripped; a password is taken as it is)."""
+    value = value.strip() if token else value
+    if value and not (value.isprintable() and (not token or (value.isascii() and " " not in value))):
+        raise UserError(f"${env} holds a line break or another character {what} never has "
+                        f"(a bad paste?): export it again; nothing was sent")
+    return value
 
 
 def module(name: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from outreach.errors import UserError
 from outreach.message import Message, to_eml
+from outreach.text import spreadsheet_cell
 from outreach.transports import SendResult
 
 DELIVERS = False
@@ -107,7 +108,8 @@ class OutboxTransport:
             with open(self.partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(MANIFEST_COLUMNS)
-                w.writerows(self.rows)
+                # Made for people to open in a spreadsheet: no cell starts a formula.
+                w.writerows([spreadsheet_cell(v) for v in row] for row in self.rows)
             os.replace(self.partial, self.folder)
         except OSError as e:
             shutil.rmtree(self.partial, ignore_errors=True)

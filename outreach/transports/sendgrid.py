@@ -9,8 +9,8 @@ import threading
 from dataclasses import dataclass
 
 from outreach.errors import UserError
-from outreach.message import Message
-from outreach.transports import Scrubber, SendResult
+from outreach.message import Message, clean_header, display_name
+from outreach.transports import Scrubber, SendResult, usable_secret
 
 DELIVERS = True
 
@@ -45,7 +45,7 @@ def from_config(cfg) -> "SendGridTransport":
     """SendGrid, with the API key from the variable named by [sendgrid] api_key_env."""
     settings = cfg.sendgrid
     env = settings.api_key_env
-    key = os.environ.get(env, "").strip()
+    key = usable_secret(env, os.environ.get(env, ""), "an API key")
     if not key:
         raise UserError(f"${env} is not set: export your SendGrid API key in it ({cfg.path}: "
                         "[sendgrid] api_key_env names the variable); nothing was sent")
@@ -96,7 +96,7 @@ class SendGridTransport:
         """
         body: dict = {
             "from": _address(message.from_email, message.from_name),
-            "subject": message.subject,
+            "subject": clean_header(message.subject),
             "personalizations": [{"to": [_address(message.to_email, message.to_name)]}],
             "content": [{"type": "text/plain", "value": message.text},
                         {"type": "text/html", "value": message.html}],
@@ -118,9 +118,9 @@ class SendGridTransport:
             SandBoxMode, To,
         )
 
-        mail = Mail(from_email=From(message.from_email, message.from_name or None),
-                    to_emails=To(message.to_email, message.to_name or None),
-                    subject=message.subject,
+        mail = Mail(from_email=From(message.from_email, display_name(message.from_name) or None),
+                    to_emails=To(message.to_email, display_name(message.to_name) or None),
+                    subject=clean_header(message.subject),
                     plain_text_content=PlainTextContent(message.text),
                     html_content=HtmlContent(message.html))
         if message.reply_to:
@@ -194,6 +194,8 @@ class SendGridTransport:
 
 
 def _address(email: str, name: str) -> dict:
+    """As the .eml has it: the same cleaned, bounded display name."""
+    name = display_name(name)
     return {"name": name, "email": email} if name else {"email": email}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from outreach.errors import UserError
 from outreach.message import Message, to_eml
-from outreach.transports import Scrubber, SendResult
+from outreach.transports import Scrubber, SendResult, usable_secret
 
 # smtplib (with ssl and the email package) is imported where a connection is made: reading
 # the [smtp] table, which every command's config does, must not cost its ~40 ms.
@@ -57,8 +57,10 @@ def from_config(cfg) -> "SMTPTransport":
     s = cfg.transport_settings("smtp")
     if s is None or not s.host:
         raise UserError(f"{cfg.path}: [delivery] transport is \"smtp\" but [smtp] host is not set")
-    username = os.environ.get(s.username_env, "") if s.username_env else ""
-    password = os.environ.get(s.password_env, "") if s.password_env else ""
+    username = usable_secret(s.username_env, os.environ.get(s.username_env, ""), "a user name", token=False) \
+        if s.username_env else ""
+    password = usable_secret(s.password_env, os.environ.get(s.password_env, ""), "a password", token=False) \
+        if s.password_env else ""
     if s.username_env and not username:
         raise UserError(f"${s.username_env} is not set: export the SMTP user name in it ([smtp] username_env)")
     if s.password_env and not password:

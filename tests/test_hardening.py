@@ -1,0 +1,297 @@
+"""Hostile clients and hostile data: each attack that worked once, and what holds now."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import json
+import random
+import time
+
+import pytest
+
+from conftest import ROOT, assert_no_traceback
+from mockgrid import MockGrid
+from test_events import T0, ev, ledger_with_letters, statuses, stored_events
+from test_live import KEY, campaign_letters, write_live_config
+from test_webhook import WebhookServer, post, send, signed, signing_key, tracked  # noqa: F401 - fixtures
+
+from outreach.config import load_config
+from outreach.webhook import create_app
+
+# -- one bad event never costs the others --------------------------------------------------------------
+
+
+def test_an_event_with_a_lone_surrogate_is_set_aside_and_the_rest_of_its_post_stored(tracked, signing_key):
+    body = ('[{"event":"delivered","timestamp":%d,"email":"p\\ud800@x.org","letter_id":"a","sg_event_id":"bad"},'
+            '{"event":"delivered","timestamp":%d,"letter_id":"b","sg_event_id":"good"}]' % (T0, T0)).encode()
+    code, answer = post(tracked.url, body, signed(signing_key, body))
+    assert code == 200, answer
+    assert (answer["stored"], answer["set_aside"]) == (1, 1)
+    assert statuses(tracked.ledger)["b"] == "delivered" and statuses(tracked.ledger)["a"] == "accepted"
+    [aside] = tracked.ledger.events.set_aside()
+    assert "not valid Unicode" in aside.reason and "\\ud800" in aside.raw
+    # SendGrid sends it again: nothing more is kept.
+    code, answer = post(tracked.url, body, signed(signing_key, body))
+    assert code == 200 and tracked.ledger.events.count_set_aside() == 1 and answer["duplicates"] == 2
+
+
+def test_posts_stored_together_are_not_failed_by_a_bad_neighbour(tracked, signing_key):
+    """Forty good posts and one bad one arrive at once: every good one is answered 200."""
+    import concurrent.futures
+
+    bad = ('[{"event":"open","timestamp":%d,"email":"x\\udfff@y.org","letter_id":"c"}]' % T0).encode()
+    goods = [json.dumps([ev("open", T0 + i, letter_id="d", sg_event_id=f"o{i}")]).encode() for i in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(post, tracked.url, body, signed(signing_key, body)) for body in [bad, *goods]]
+    codes = [f.result()[0] for f in futures]
+    assert codes == [200] * 41
+    assert stored_events(tracked.ledger) == 40
+
+
+def test_an_event_nested_990_levels_deep_is_set_aside_not_a_500(tracked, signing_key):
+    deep = "[" * 990 + "]" * 990
+    body = ('[{"event":"open","timestamp":%d,"letter_id":"a","x":%s},'
+            '{"event":"open","timestamp":%d,"letter_id":"b","sg_event_id":"ok"}]' % (T0, deep, T0)).encode()
+    code, answer = post(tracked.url, body, signed(signing_key, body))
+    assert code == 200 and (answer["stored"], answer["set_aside"]) == (1, 1)
+    assert "nested more than 400 levels deep" in tracked.ledger.events.set_aside()[0].reason
+
+
+def test_events_ingest_of_such_an_event_is_one_line_not_an_internal_error(project, outreach, tmp_path):
+    ledger_with_letters(project.root, {"a": "accepted"})
+    path = tmp_path / "export.json"
+    path.write_text('[{"event":"delivered","timestamp":%d,"email":"p\\ud800@x.org","letter_id":"a"}]' % T0)
+    r = outreach("--config", project.config, "events", "ingest", path)
+    assert r.code == 2 and "not valid Unicode" in r.err and len(r.err.strip().splitlines()) == 1
+    assert_no_traceback(r)
+
+
+# -- data that would break the views for good --------------------------------------------------------------
+
+def test_an_event_dated_1970_or_next_week_is_kept_for_review_and_every_view_still_works(
+        tracked, signing_key, project, outreach):
+    week = time.time() + 7 * 86400
+    code, answer = send(tracked, signing_key, [ev("delivered", 1, letter_id="a", sg_event_id="old"),
+                                               ev("delivered", week, letter_id="b", sg_event_id="ahead")])
+    assert code == 200 and answer["set_aside"] == 2 and answer["stored"] == 0
+    assert {a.reason for a in tracked.ledger.events.set_aside()} == {
+        "dated before its letter was recorded", "dated more than a day after it was received"}
+    assert statuses(tracked.ledger)["a"] == "accepted"
+    for fmt in ("html", "json", "csv", "table"):
+        r = outreach("--config", project.config, "report", "--format", fmt)
+        assert r.code == 0, (fmt, r.err)
+    assert "2 events set aside for review" in outreach("--config", project.config, "events", "unmatched").out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_every_view_survives_whatever_the_events_held(project, outreach, seed):
+    """A fuzzer over event fields: types, sizes, dates, text; whatever was stored, no view fails."""
+    import urllib.request
+
+    from outreach.dashboard import dashboard_routes
+
+    rng = random.Random(seed)
+    ledger = ledger_with_letters(project.root, {f"l{i}": "accepted" for i in range(8)})
+    values = [None, "", "x" * 5000, "=cmd|' /C calc'!A0", "[/x]", "\x1b]0;pwned\x07", "\u202egnp.exe", "日本",
+              -1, 0, 1e300, True, [], {"a": {"b": [1]}}, "550 5.1.1 <script>alert(1)</script>"]
+    names = ["processed", "delivered", "open", "click", "bounce", "dropped", "deferred", "spamreport",
+             "unsubscribe", "group_unsubscribe", "group_resubscribe", "weird-event", "x" * 32]
+    events = []
+    for n in range(300):
+        e = {"event": rng.choice(names), "timestamp": rng.choice([1, T0, T0 + rng.random() * 1e5, 9.9e10]),
+             "letter_id": rng.choice([f"l{rng.randrange(8)}", None, "nope"]), "sg_event_id": f"s{seed}-{n}",
+             "email": rng.choice([f"l{rng.randrange(8)}@house.example.org", None])}
+        for key in ("reason", "response", "url", "type", "asm_group_id", "sg_message_id", "useragent"):
+            if rng.random() < 0.4:
+                e[key] = rng.choice(values)
+        events.append({k: v for k, v in e.items() if v is not None})
+    from outreach.events import parse_post
+
+    ledger.events.ingest(*parse_post(json.dumps(events)))
+    for fmt in ("html", "json", "csv", "table"):
+        r = outreach("--config", project.config, "report", "--format", fmt)
+        assert r.code == 0, (fmt, r.err)
+        assert_no_traceback(r)
+    cfg = load_config(project.config)
+    token = "a-dashboard-token-long-enough-0123456789"
+    app = create_app(cfg, ledger, public_key=_key(), routes=dashboard_routes(cfg, ledger, token))
+    with WebhookServer(app) as server:
+        pages = ["/", "/campaigns/korea-exception", "/unmatched", "/offices?q=l", "/offices?q=%25"]
+        pages += [f"/letters/l{i}" for i in range(8)]
+        for page in pages:
+            request = urllib.request.Request(f"http://127.0.0.1:{server.port}{page}",
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                assert answer.status == 200, page
+
+
+def _key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key()
+
+
+# -- contact cells are data, never code ---------------------------------------------------------------------
+
+HOSTILE = {"dan.sullivan@senate.example.org": ("full_name", '=HYPERLINK("http://evil.example","click")'),
+           "roger.wicker@senate.example.org": ("party", "[/x]"),
+           "timothy.kaine@senate.example.org": ("party", "[link=http://evil.example]R[/link]"),
+           "jeanne.shaheen@senate.example.org": ("staffer", "+cmd|' /C calc'!A0")}
+
+
+def hostile_contacts(project) -> None:
+    with open(ROOT / "contacts" / "sample.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        column, value = HOSTILE.get(row["email"], (None, None))
+        if column:
+            row[column] = value
+    with open(project.root / "contacts.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_csv_made_for_spreadsheets_neutralises_formulas_and_json_keeps_the_truth(project, outreach, monkeypatch):
+    hostile_contacts(project)
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid)
+        assert outreach("--config", project.config, "send", "--live", "--yes").code == 0
+    rows = list(csv.DictReader(outreach("--config", project.config, "report", "--format", "csv").out.splitlines()))
+    names = {r["email"]: r["name"] for r in rows}
+    assert names["dan.sullivan@senate.example.org"] == "'" + HOSTILE["dan.sullivan@senate.example.org"][1]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
+    data = json.loads(outreach("--config", project.config, "report", "--format", "json").out)
+    assert {r["email"]: r["name"] for r in data["letters"]}["dan.sullivan@senate.example.org"] == \
+        HOSTILE["dan.sullivan@senate.example.org"][1]
+    project.write_config()  # the sample project again (its dry run), the hostile cells kept
+    hostile_contacts(project)
+    assert outreach("--config", project.config, "send").code == 0
+    [run] = project.runs()
+    with open(run / "manifest.csv", encoding="utf-8") as f:
+        manifest = list(csv.DictReader(f))
+    assert not any(cell.startswith(("=", "+", "-", "@")) for r in manifest for cell in r.values())
+
+
+def test_markup_and_terminal_escapes_in_data_are_printed_as_text(project, outreach, monkeypatch, tmp_path):
+    hostile_contacts(project)
+    text = (project.root / "contacts.csv").read_text().replace("Adam Smith", "Adam\x1b]0;pwned\x07 Smith")
+    (project.root / "contacts.csv").write_text(text)
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid)
+        r = outreach("--config", project.config, "send", "--live", "--yes")
+    assert "holds control characters (\\x1b, \\x07)" in r.out   # the row is refused, said as text
+    ids = {row.email: row.id for row in campaign_letters(project)}
+    export = tmp_path / "events.json"
+    export.write_text(json.dumps([
+        {"event": "bounce", "timestamp": int(time.time()), "letter_id": ids["timothy.kaine@senate.example.org"],
+         "type": "bounce", "reason": "550 \x1b[2J\x1b]0;pwned\x07 gone", "sg_event_id": "b1"},
+        {"event": "open", "timestamp": int(time.time()), "email": "\u202eevil@x.org", "sg_event_id": "o1"}]))
+    assert outreach("--config", project.config, "events", "ingest", export).code == 0
+    r = outreach("--config", project.config, "report")
+    assert r.code == 0 and "[/x]" in r.out and "[link=http://evil.example]" in r.out  # as text, not markup
+    for args in (("report",), ("letters", "list"), ("letters", "show", ids["timothy.kaine@senate.example.org"]),
+                 ("events", "unmatched"), ("preview", "--limit", "14"), ("status",), ("suppressions", "list")):
+        r = outreach("--config", project.config, *args)
+        shown = r.out + r.err
+        assert r.code in (0, 1) and not any(c in shown for c in "\x1b\x07\u202e"), args
+    assert "\\x1b[2J" in outreach("--config", project.config, "letters", "show",
+                                    ids["timothy.kaine@senate.example.org"]).out
+
+
+def test_contacts_check_reports_control_characters_and_bidi_overrides(project, outreach):
+    text = (ROOT / "contacts" / "sample.csv").read_text().splitlines()
+    text[1] = text[1].replace("Dan Sullivan", "Dan\x1b[2J Sullivan")
+    text[2] = text[2].replace("Roger F. Wicker", "Roger F. \u202eWicker")
+    text[3] = text[3].replace("Tim Kaine", '"Tim\nKaine"')  # a line break in a quoted cell is data, not an attack
+    (project.root / "contacts.csv").write_text("\n".join(text) + "\n")
+    r = outreach("contacts", "check", project.root / "contacts.csv")
+    assert r.code == 1
+    assert "line 2, column full_name:" in r.out and "holds control characters (\\x1b)" in r.out
+    assert "line 3, column full_name:" in r.out and "holds control characters (\\u202e)" in r.out
+    assert "\x1b" not in r.out and "\u202e" not in r.out
+
+
+def test_a_huge_name_never_makes_a_header_line_over_998_characters(project, outreach):
+    from outreach.message import Message, to_eml
+    from outreach.transports.sendgrid import SendGridTransport
+
+    m = Message(letter_id="abc", campaign="c", from_name="Org", from_email="org@example.org",
+                to_name="A" * 108_000, to_email="a@b.example.org", subject="s", text="t", html="h")
+    raw = to_eml(m)
+    assert max(len(line) for line in raw.split(b"\n")) <= 998
+    payload = SendGridTransport("SG.k", "http://127.0.0.1:9", 1).payload(m)
+    assert payload["personalizations"][0]["to"][0]["name"] == \
+        email.message_from_bytes(raw, policy=email.policy.default)["To"].addresses[0].display_name
+    text = (ROOT / "contacts" / "sample.csv").read_text().replace("Dan Sullivan", "D" * 300)
+    (project.root / "contacts.csv").write_text(text)
+    r = outreach("contacts", "check", project.root / "contacts.csv")
+    assert r.code == 1 and "longer than 200 characters" in r.out
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null"])
+def test_a_device_as_the_contact_list_is_one_line(project, outreach, path):
+    project.write_config()
+    project.config.write_text(project.config.read_text().replace('contacts = "contacts.csv"', f'contacts = "{path}"'))
+    r = outreach("--config", project.config, "send")
+    assert r.code == 2 and "not a regular file" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+# -- errors that blame the right thing ------------------------------------------------------------------------
+
+def test_a_full_disk_is_one_line_saying_what_is_safe(project, outreach, monkeypatch):
+    """The ledger's disk fills up in the middle of a live send."""
+    from sqlalchemy.exc import OperationalError
+
+    import outreach.ledger.letters as letters
+
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    calls = {"n": 0}
+    real = letters._claims
+
+    def claims(db, payloads):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OperationalError("UPDATE letters", {}, Exception("database or disk is full"))
+        return real(db, payloads)
+
+    monkeypatch.setattr(letters, "_claims", claims)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid, concurrency=1)
+        r = outreach("--config", project.config, "send", "--live", "--yes")
+        sent = len(grid.deliveries())
+    assert r.code == 1 and "the disk is full: the ledger" in r.err and "nothing was sent twice" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "UPDATE letters" not in r.err
+    assert_no_traceback(r)
+    monkeypatch.setattr(letters, "_claims", real)
+    with MockGrid(api_key=KEY, port=grid.port) as again:
+        outreach("--config", project.config, "send", "--live", "--yes")
+        assert sent + len(again.deliveries()) == 14 and max(again.received.values()) == 1
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+
+def test_an_api_key_with_a_line_break_is_refused_at_start_and_never_echoed(project, outreach, monkeypatch):
+    key = "SG.abcdefghijklmnop\nqrstuvwxyz0123456789"
+    monkeypatch.setenv("SENDGRID_API_KEY", key)
+    with MockGrid(api_key=KEY) as grid:
+        write_live_config(project, grid)
+        r = outreach("--config", project.config, "send", "--live", "--yes")
+        assert grid.requests == []
+    assert r.code == 2 and "$SENDGRID_API_KEY holds a line break" in r.err
+    for part in key.split("\n"):
+        assert part not in r.out + r.err
+    assert campaign_letters(project) == []
+
+
+def test_secrets_are_scrubbed_whole_and_by_what_they_start_with():
+    from outreach.transports import Scrubber
+
+    scrub = Scrubber("SG.abcdefghijklmnop.qrstuvwxyz")
+    assert scrub("refused: Bearer SG.abcdefghijklmnop.qrstuvwxyz!") == "refused: Bearer ***!"
+    assert "abcdefgh" not in scrub("header value b'Bearer SG.abcdefghij...'")
+    assert scrub("nothing secret here") == "nothing secret here"
