@@ -98,7 +98,9 @@ def parse_post(body: bytes | str) -> tuple[list[Event], list[SetAside]]:
 
 def _items(body: bytes | str) -> list[tuple[Any, str]]:
     try:
-        text = body if isinstance(body, str) else body.decode(json.detect_encoding(body))
+        if isinstance(body, str):   # as bytes, so a surrogate character in it fails as it would from the network
+            body = body.encode("utf-8", "surrogatepass")
+        text = body.decode(json.detect_encoding(body))
         return _array_items(text.removeprefix("\ufeff"))
     except RecursionError:
         raise EventError(["the JSON is nested too deeply"]) from None
@@ -163,7 +165,8 @@ def parse_event(obj: Any, raw: str | None = None) -> Event:
     problem = _problem(obj)
     if problem:
         raise EventError([problem])
-    if _deeper_than(obj, MAX_DEPTH):
+    # Each level opens a bracket: an event's own text with few of them needs no walk (the usual case).
+    if (raw is None or raw.count("[") + raw.count("{") > MAX_DEPTH) and _deeper_than(obj, MAX_DEPTH):
         raise EventError([f"nested more than {MAX_DEPTH} levels deep"])
     name = obj["event"]
     detail = None
@@ -181,14 +184,19 @@ def parse_event(obj: Any, raw: str | None = None) -> Event:
             type=(obj.get("type") or "bounce") if name == "bounce" else None,
             detail=one_line(str(detail))[:DETAIL_CHARS] if detail not in (None, "") else None,
             dedupe_key=dedupe_key(obj), raw=raw if raw is not None else _CANONICAL.encode(obj))
-        # What is stored must be text a database takes: a lone surrogate ("\ud800") is not.
-        for value in (event.event, event.email, event.sg_event_id, event.sg_message_id, event.letter_id,
-                      event.test_of, event.type, event.detail, event.raw):
-            if value is not None:
-                value.encode("utf-8")
+        # What is stored must be text a database takes: a lone surrogate ("\ud800") is not. Text
+        # decoded from bytes holds none, so only an escape in the event's own text can make one.
+        if raw is None or ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)):
+            for value in (event.event, event.email, event.sg_event_id, event.sg_message_id, event.letter_id,
+                          event.test_of, event.type, event.detail, event.raw):
+                if value is not None:
+                    value.encode("utf-8")
     except UnicodeEncodeError:
         raise EventError(["holds text that is not valid Unicode (a lone surrogate)"]) from None
     return event
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _deeper_than(obj: Any, limit: int) -> bool:
