@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -24,37 +25,67 @@ def serve(app: App, host: str, port: int) -> int:
     """
     import logging
 
-    import uvicorn
-
-    from outreach.dashboard import dashboard_routes, is_loopback
-    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env
+    from outreach.dashboard import dashboard_routes
+    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env, run_server
 
     cfg = app.config
     key = public_key_from_env(cfg)
-    # A token set in the environment is always required; beyond this machine it must be set.
-    # The webhook needs none: its signature is its check.
-    token = os.environ.get(cfg.dashboard.token_env, "").strip() or None
-    if not is_loopback(host):
-        if not token:
-            raise UserError(f"--host {host} reaches beyond this machine: export a dashboard token in "
-                            f"${cfg.dashboard.token_env} ([dashboard] token_env names it), or serve on 127.0.0.1")
+    token = _dashboard_token(cfg)
     ledger = app.ledger()
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bound = sock.getsockname()[1]
-    echo(f"Receiving SendGrid events on http://{_host_in_url(host)}:{bound}{WEBHOOK_PATH} "
-               f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
-    echo(f"Dashboard on http://{_host_in_url(host)}:{bound}/"
-               + (f" (token from ${cfg.dashboard.token_env})" if token else " (this machine only)"), err=True)
-    web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token))
-    # Bounded connections: each may hold a post's body until it is verified and stored.
-    server = uvicorn.Server(uvicorn.Config(web, log_level="info", server_header=False, limit_concurrency=256))
+    base = f"http://{_host_in_url(host)}:{sock.getsockname()[1]}"
+    echo(f"Receiving SendGrid events on {base}{WEBHOOK_PATH} "
+         f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
+    echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base), err=True)
+    web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token.value))
     try:
-        server.run(sockets=[sock])
+        run_server(web, sock)
     except KeyboardInterrupt:
         pass  # uvicorn has shut down cleanly and passes Ctrl-C on: stopping is what was asked
     echo("Stopped receiving events", err=True)
     return EXIT_OK
+
+
+class _Token(NamedTuple):
+    value: str
+    made: bool     # by `serve`, for this run (not from the environment)
+
+
+def _dashboard_token(cfg) -> _Token:
+    """The dashboard's token: from the environment (24 characters at least), or made for this run."""
+    from outreach.dashboard import MIN_TOKEN, new_token
+
+    given = os.environ.get(cfg.dashboard.token_env, "").strip()
+    if not given:
+        return _Token(new_token(), made=True)
+    if len(given) < MIN_TOKEN or not given.isprintable():
+        raise UserError(f"${cfg.dashboard.token_env} holds a dashboard token of {len(given)} characters: "
+                        f"use at least {MIN_TOKEN} printable ones (`openssl rand -base64 32` makes one), "
+                        "or unset it and `serve` makes one for each run")
+    return _Token(given, made=False)
+
+
+def _how_to_sign_in(cfg, token: _Token, base: str) -> str:
+    """How to reach the dashboard, without ever putting the token in a log.
+
+    A token from the environment is the user's to know. A made one is shown as a sign-in
+    link only on a terminal; otherwise (systemd, a pipe, a log file) it goes to a file only
+    its owner can read, and only that file's path is said.
+    """
+    from outreach.dashboard import write_token
+
+    if not token.made:
+        return f"(sign in with the token in ${cfg.dashboard.token_env})"
+    if sys.stdout.isatty():
+        echo(f"Sign in to the dashboard: {base}/login?token={token.value}")
+        return "(a token made for this run: the sign-in link is above)"
+    try:
+        path = write_token(token.value)
+    except OSError as e:
+        raise UserError(f"cannot keep the dashboard's token in a file: {e.strerror or e}; set one in "
+                        f"${cfg.dashboard.token_env} instead") from None
+    return f"(sign in with the token made for this run, in {path}: only its owner can read it)"
 
 
 def _listen(host: str, port: int):

@@ -57,7 +57,7 @@ class Legislators:
 
 @dataclass(frozen=True)
 class Dashboard:
-    token_env: str = "OUTREACH_DASHBOARD_TOKEN"   # required when `serve` binds beyond loopback
+    token_env: str = "OUTREACH_DASHBOARD_TOKEN"   # unset: `serve` makes a token for each run
 
 
 FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered")   # outreach.states.FOLLOW_UP

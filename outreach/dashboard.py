@@ -1,80 +1,104 @@
 """Read-only dashboard pages for `outreach serve`: campaigns, one campaign's report, offices, unmatched events.
 
-Safe by default: bound to any other address than loopback, and whenever one
-is set, a token from the environment is required, as an `Authorization:
-Bearer` header (scripts) or through the login form, which sets a secure,
-HTTP-only cookie (people); the cookie holds an HMAC of the token, never the
-token. On loopback without a token, the pages answer only requests that
-plainly come from this machine: no proxy headers, a loopback Host (so neither
-a reverse proxy nor a DNS-rebinding page reaches them). No page changes data;
-the webhook keeps its own signature check.
+No page is served without the token: as an `Authorization: Bearer` header
+(scripts), or through a session signed in with it (people: the sign-in form,
+or the link `serve` prints on a terminal), whatever interface the request
+came in on: loopback is no proof of who is asking (behind a reverse proxy
+every request looks local). With no token configured, `serve` makes one for
+its run. Sessions live on the server: signing out ends one. Each wrong token
+costs a growing delay (never a lockout: behind a proxy every client looks the
+same). No page changes data; the webhook keeps its own signature check.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import hmac
-import ipaddress
+import os
+import secrets
 import time
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 PAGE_SIZE = 50
 COOKIE = "outreach_session"
 SESSION_S = 12 * 3600
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+MIN_TOKEN = 24          # characters: a shorter token is refused at start
+MAX_DELAY_S = 8.0       # the longest a wrong token waits for its answer
+FORGET_S = 15 * 60      # wrong tokens this long ago no longer raise the price
 
 
 class Access:
-    """Who may see the pages: holders of the token, or without one a browser on this machine.
+    """The token, the signed-in sessions, and the price of a wrong guess."""
 
-    Without a token, a request that came through a proxy (it says so in its headers) or
-    names another host (a DNS-rebinding page) is refused: loopback must mean this machine.
-    """
-
-    def __init__(self, token: str | None):
+    def __init__(self, token: str, clock=time.time):
         self.token = token
+        self.clock = clock
+        self.sessions: dict[str, float] = {}   # session id -> when it ends
+        self.failures = 0                       # wrong tokens lately
+        self.last_wrong = 0.0
 
-    @staticmethod
-    def plainly_local(request) -> bool:
-        if any(h in request.headers for h in PROXY_HEADERS):
-            return False
-        host = request.headers.get("host", "")
-        if host.startswith("["):                      # [::1]:8025
-            name = host[1:].split("]")[0]
-        else:                                         # 127.0.0.1:8025, localhost
-            name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-        return is_loopback(name)
+    def token_is(self, given: str) -> bool:
+        return hmac.compare_digest(given.strip().encode(), self.token.encode())
 
-    def session_value(self, issued: int) -> str:
-        mac = hmac.new(self.token.encode(), f"dashboard-session:{issued}".encode(), hashlib.sha256).hexdigest()
-        return f"{issued}.{mac}"
+    def start_session(self) -> str:
+        now = self.clock()
+        self.sessions = {sid: end for sid, end in self.sessions.items() if end > now}
+        sid = secrets.token_urlsafe(32)
+        self.sessions[sid] = now + SESSION_S
+        return sid
+
+    def end_session(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
 
     def allows(self, request) -> bool:
-        if self.token is None:
-            return self.plainly_local(request)
         auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer ") and hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
+        if auth.lower().startswith("bearer ") and self.token_is(auth[7:]):
             return True
-        cookie = request.cookies.get(COOKIE, "")
-        issued, _, _ = cookie.partition(".")
-        if not (issued.isascii() and issued.isdigit()) or time.time() - int(issued) > SESSION_S:
-            return False
-        return hmac.compare_digest(cookie.encode(), self.session_value(int(issued)).encode())
+        end = self.sessions.get(request.cookies.get(COOKIE, ""))
+        return end is not None and end > self.clock()
+
+    def price_of_a_wrong_token(self) -> float:
+        """Seconds the next wrong token waits: 0.25, 0.5, 1, ... up to MAX_DELAY_S.
+
+        A right token never waits and never lowers the price (an attacker must not gain from
+        the owner's requests); the count is forgotten after FORGET_S without a wrong one."""
+        now = self.clock()
+        if now - self.last_wrong > FORGET_S:
+            self.failures = 0
+        self.failures += 1
+        self.last_wrong = now
+        return min(0.25 * 2 ** min(self.failures - 1, 8), MAX_DELAY_S)
+
+    async def wrong(self) -> None:
+        await asyncio.sleep(self.price_of_a_wrong_token())
 
 
-def dashboard_routes(cfg, ledger, token: str | None) -> list:
-    """The dashboard's routes, to add to the webhook app; `token` None means no login (loopback only)."""
+def new_token() -> str:
+    """A token for one run of `serve`, when none is configured."""
+    return secrets.token_urlsafe(32)
+
+
+def write_token(token: str) -> Path:
+    """Keep a made token in a file only its owner can read; returns the path (to log: never the token)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME") or \
+        os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(base) / "outreach"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = folder / "dashboard-token"
+    # Never through a link someone left in its place.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def dashboard_routes(cfg, ledger, token: str) -> list:
+    """The dashboard's routes, to add to the webhook app; every page needs `token` (or a session)."""
     from starlette.responses import HTMLResponse, RedirectResponse, Response
     from starlette.routing import Route
 
@@ -84,16 +108,14 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
     access = Access(token)
 
     def page(template: str, request, status: int = 200, **context) -> HTMLResponse:
-        html = env.get_template(template).render(nav=_nav(request), login=token is not None, **context)
+        html = env.get_template(template).render(nav=_nav(request), **context)
         return HTMLResponse(html, status_code=status, headers=_SECURITY_HEADERS)
 
     def guarded(handler):
         async def wrapper(request):
             if not access.allows(request):
-                if token is None:
-                    return Response("403: without a dashboard token these pages answer only browsers on this "
-                                    "machine; set one (see [dashboard] token_env) to serve them through a proxy\n",
-                                    status_code=403, headers=_SECURITY_HEADERS)
+                if request.headers.get("authorization", "").lower().startswith("bearer "):
+                    await access.wrong()
                 if "text/html" in request.headers.get("accept", ""):
                     return page("dashboard/login.html.j2", request, status=401, error=None,
                                 next=str(request.url.path))
@@ -159,21 +181,22 @@ def dashboard_routes(cfg, ledger, token: str | None) -> list:
                     next=f"/unmatched?page={page_no + 1}" if page_no * PAGE_SIZE < total else None)
 
     async def login(request):
-        if token is None:
-            return RedirectResponse("/", status_code=303)
-        if request.method == "GET":
+        """The sign-in form (GET), its answer (POST), or the link `serve` printed (GET ?token=...)."""
+        if request.method == "GET" and "token" not in request.query_params:
             return page("dashboard/login.html.j2", request, error=None, next=request.query_params.get("next", "/"))
-        form = await _small_form(request)
-        target = _safe_next(form.get("next", "/"))
-        if not hmac.compare_digest(form.get("token", "").encode(), token.encode()):
+        given = dict(request.query_params) if request.method == "GET" else await _small_form(request)
+        target = _safe_next(given.get("next", "/"))
+        if not access.token_is(given.get("token", "")):
+            await access.wrong()
             return page("dashboard/login.html.j2", request, status=401, error="That token is not right.", next=target)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, access.session_value(int(time.time())), max_age=SESSION_S, httponly=True,
-                            secure=True, samesite="strict", path="/")
+        response.set_cookie(COOKIE, access.start_session(), max_age=SESSION_S, httponly=True, secure=True,
+                            samesite="strict", path="/")
         return response
 
     async def logout(request):
-        response = RedirectResponse("/login" if token else "/", status_code=303)
+        access.end_session(request.cookies.get(COOKIE, ""))   # the cookie no longer opens anything
+        response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
 

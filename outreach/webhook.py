@@ -22,6 +22,12 @@ SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # Our clock and SendGrid's may disagree by a little; a timestamp further ahead is refused.
 FUTURE_SKEW_S = 30.0
+# A body is read in time or not at all: a sender silent this long mid-body is cut off (408),
+# as is one still sending after BODY_TIME_S; either way what it held is freed for others.
+BODY_IDLE_S = 5.0
+BODY_TIME_S = 30.0
+# A post that finds the memory budget full waits this long for room before it is refused (503).
+BUDGET_WAIT_S = 8.0
 
 log = logging.getLogger("outreach.webhook")
 
@@ -114,10 +120,14 @@ def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Ca
 
 
 class ServerBusy(Exception):
-    """Posts being read hold the whole memory budget: this one is refused for now (503)."""
+    """Posts being read held the whole memory budget for BUDGET_WAIT_S: this one is refused for now (503)."""
 
 
 class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTooSlow(Exception):
     pass
 
 
@@ -135,6 +145,7 @@ class EventReceiver:
         # so unsigned-but-large posts on many connections cannot exhaust memory.
         self.budget = max(64 << 20, 4 * max_body)
         self.buffered = 0
+        self._room: asyncio.Condition | None = None   # made in the server's event loop, on first use
 
     async def handle(self, request):
         """POST /webhooks/sendgrid."""
@@ -155,7 +166,10 @@ class EventReceiver:
         try:
             return await self._handle(request, refuse, held, signature, timestamp)
         finally:
-            self.buffered -= held[0]
+            if held[0]:
+                self.buffered -= held[0]
+                async with self._room:
+                    self._room.notify_all()
 
     async def _handle(self, request, refuse, held, signature: str, timestamp: str):
         from starlette.concurrency import run_in_threadpool
@@ -170,6 +184,11 @@ class EventReceiver:
             return refuse(413, f"the body is larger than {self.max_body} bytes ([webhook] max_body_bytes)")
         except ServerBusy:
             return refuse(503, "too many large posts at once; retry later")
+        except BodyTooSlow as e:
+            # Closing the connection: the rest of its body is never read.
+            response = refuse(408, str(e))
+            response.headers["Connection"] = "close"
+            return response
         except ClientDisconnect:
             return refuse(400, "the sender hung up before the body was complete")
         if not verify_signature(self.public_key, signature, timestamp, body):
@@ -195,22 +214,82 @@ class EventReceiver:
         return JSONResponse(result.as_dict())
 
     async def _read(self, request, held: list[int]) -> bytes:
-        """The raw body, refused as soon as it passes max_body (whatever Content-Length claims)
-        or all posts together pass the budget; `held` counts what this post holds."""
+        """The raw body, refused as soon as it passes max_body (whatever Content-Length claims),
+        or when it comes too slowly; `held` counts what this post holds of the budget."""
+        from starlette.requests import ClientDisconnect
+
         declared = request.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > self.max_body:
             raise BodyTooLarge
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_TIME_S
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            wait = min(BODY_IDLE_S, deadline - loop.time())
+            try:
+                async with asyncio.timeout(wait):
+                    message = await request.receive()
+            except TimeoutError:
+                raise BodyTooSlow(f"the body stalled: nothing came for {BODY_IDLE_S:g} s" if wait == BODY_IDLE_S
+                                  else f"the body took longer than {BODY_TIME_S:g} s") from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 raise BodyTooLarge
-            if self.buffered + len(chunk) > self.budget:
-                raise ServerBusy
-            self.buffered += len(chunk)
-            held[0] += len(chunk)
-            chunks.append(chunk)
-        return b"".join(chunks)
+            if chunk:
+                await self._hold(len(chunk))
+                held[0] += len(chunk)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _hold(self, n: int) -> None:
+        """Count n more bytes against the budget, waiting up to BUDGET_WAIT_S for room.
+
+        Room comes back as posts finish or are cut off for being slow, so a sender that
+        stalls cannot keep it: a correctly signed post waits seconds, not for as long as
+        an attacker likes."""
+        if self._room is None:
+            self._room = asyncio.Condition()
+        if self.buffered + n > self.budget:
+            try:
+                async with self._room, asyncio.timeout(BUDGET_WAIT_S):
+                    await self._room.wait_for(lambda: self.buffered + n <= self.budget)
+            except TimeoutError:
+                raise ServerBusy from None
+        self.buffered += n
+
+
+def run_server(app, sock) -> None:
+    """Serve `app` on a listening socket until Ctrl-C, as `outreach serve` does.
+
+    No connection limit of uvicorn's: idle sockets would use it up, and every post would
+    be refused. Bodies are timed by EventReceiver; a reverse proxy in front times headers
+    (see the README's Security section). The access log is off: a dashboard sign-in link
+    carries its token in the query string, and a log is no place for it.
+    """
+    import uvicorn
+
+    _allow_many_sockets()
+    uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False, access_log=False)).run(sockets=[sock])
+
+
+def _allow_many_sockets() -> None:
+    """Raise the soft limit on open files to the hard one: an idle connection costs a descriptor,
+    and a default of 1,024 is soon spent by a crowd of them."""
+    try:
+        import resource
+    except ImportError:   # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass  # keep what we have
 
 
 def _peer(request) -> str:

@@ -1,4 +1,4 @@
-"""The dashboard: read-only pages in a real browser, a token beyond loopback, the webhook still open."""
+"""The dashboard: read-only pages in a real browser, never without the token (on any interface), the webhook still open."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ from sqlalchemy import insert
 from conftest import free_port, wait_for_port
 from outreach.ledger import schema as S
 from outreach.config import load_config
-from outreach.dashboard import dashboard_routes, is_loopback
+from outreach.dashboard import MIN_TOKEN, dashboard_routes, search_offices
 from outreach.ledger import Ledger
 from test_reports import EXPECTED_FUNNEL, browser, build_ledger  # noqa: F401 - the browser fixture
 from test_webhook import WebhookServer, public_b64, signed, signing_key  # noqa: F401 - fixtures
 
-TOKEN = "dashboard-token-7f3a9c"
+TOKEN = "dashboard-token-7f3a9c-51d2e08b"
+assert len(TOKEN) >= MIN_TOKEN
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def base(server) -> str:
@@ -40,7 +42,7 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str, dict]:
         return e.code, e.read().decode(), dict(e.headers)
 
 
-def app_for(project, token: str | None, private_key):
+def app_for(project, token: str, private_key):
     from outreach.webhook import create_app, load_public_key
 
     cfg = load_config(project.config)
@@ -60,20 +62,18 @@ def ledger_project(project):
     return project
 
 
-def test_loopback_rules():
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("")
-
-
 def test_every_page_in_chromium_with_the_ledger_figures(ledger_project, browser, tmp_path, signing_key):
-    with WebhookServer(app_for(ledger_project, None, signing_key)) as server:
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors, external = [], []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: external.append(r.url) if not r.url.startswith(base(server)) else None)
 
-        page.goto(base(server) + "/")
+        page.goto(base(server) + "/")          # no session yet: the sign-in form
+        assert page.locator("input[name=token]").count() == 1
+        page.goto(base(server) + f"/login?token={TOKEN}")   # the link `serve` prints on a terminal
+        assert page.url == base(server) + "/"
         assert page.locator('[data-letters="korea-exception"]').inner_text() == "14"
         assert page.locator('[data-delivered="korea-exception"]').inner_text() == str(EXPECTED_FUNNEL["delivered"])
         page.screenshot(path=str(tmp_path / "campaigns.png"))
@@ -105,16 +105,22 @@ def test_every_page_in_chromium_with_the_ledger_figures(ledger_project, browser,
         assert "Unmatched events (1)" in page.inner_text("h1")
         assert "someone@else.example.org" in page.content()
         page.screenshot(path=str(tmp_path / "unmatched.png"))
+
+        page.click("nav >> text=Sign out")      # ends the session: the pages ask for the token again
+        page.goto(base(server) + "/unmatched")
+        assert page.locator("input[name=token]").count() == 1
         page.close()
-    assert errors == [] and external == []
+    # A page answering 401 logs a console error in Chromium; nothing else may.
+    assert [e for e in errors if "401" not in e] == [] and external == []
 
 
 def test_pages_change_nothing(ledger_project, signing_key):
-    with WebhookServer(app_for(ledger_project, None, signing_key)) as server:
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
         for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/unmatched",
                      "/campaigns/korea-exception?page=%C2%B2"):  # "²", which isdigit() takes
-            assert get(base(server) + path)[0] == 200, path
-        req = urllib.request.Request(base(server) + "/campaigns/korea-exception", method="POST", data=b"x")
+            assert get(base(server) + path, BEARER)[0] == 200, path
+        req = urllib.request.Request(base(server) + "/campaigns/korea-exception", method="POST", data=b"x",
+                                     headers=BEARER)
         try:
             urllib.request.urlopen(req, timeout=10)
             status = 200
@@ -125,23 +131,22 @@ def test_pages_change_nothing(ledger_project, signing_key):
     assert ledger.letters.counts(ledger.campaigns.id("korea-exception"))["clicked"] == 1
 
 
-def test_without_a_token_only_this_machine_is_answered(ledger_project, signing_key):
-    with WebhookServer(app_for(ledger_project, None, signing_key)) as server:
-        assert get(base(server) + "/")[0] == 200
-        # Through a reverse proxy, or from a page that rebound its name to 127.0.0.1: refused.
-        assert get(base(server) + "/", {"X-Forwarded-For": "203.0.113.9"})[0] == 403
-        assert get(base(server) + "/", {"Forwarded": "for=203.0.113.9"})[0] == 403
-        assert get(base(server) + "/", {"Host": "evil.example.org"})[0] == 403
-        # The webhook is not a dashboard page: its signature is its check, proxy or not.
-        assert get(base(server) + "/webhooks/sendgrid", {"X-Forwarded-For": "203.0.113.9"})[0] == 405
+def test_no_page_without_the_token_even_from_this_machine(ledger_project, signing_key):
+    """A stock nginx proxy_pass makes every request look local: loopback proves nothing."""
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
+        for headers in ({}, {"Host": "127.0.0.1"}, {"Host": "localhost"}, {"Host": "[::1]:8025"}):
+            for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/letters/abc", "/unmatched"):
+                assert get(base(server) + path, headers)[0] == 401, (path, headers)
+        # The webhook is not a dashboard page: its signature is its check.
+        assert get(base(server) + "/webhooks/sendgrid")[0] == 405
 
 
-def test_a_token_is_required_beyond_loopback_by_header_or_login(ledger_project, signing_key):
+def test_the_token_opens_the_pages_by_header_or_sign_in(ledger_project, signing_key):
     with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
         for path in ("/", "/campaigns/korea-exception", "/offices?q=a", "/letters/abc", "/unmatched"):
             assert get(base(server) + path)[0] == 401, path
         assert get(base(server) + "/", {"Authorization": "Bearer wrong"})[0] == 401
-        status, body, _ = get(base(server) + "/", {"Authorization": f"Bearer {TOKEN}"})
+        status, body, _ = get(base(server) + "/", BEARER)
         assert status == 200 and "korea-exception" in body
         # A person signs in through the form; the cookie holds no token.
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
@@ -171,21 +176,98 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def test_serve_beyond_loopback_needs_the_token_and_the_webhook_still_works(ledger_project, signing_key):
-    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key)}
+def sign_in(server) -> str:
+    """Sign in through the form; the session cookie ("name=value")."""
+    form = urllib.parse.urlencode({"token": TOKEN, "next": "/"}).encode()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.build_opener(_NoRedirect).open(urllib.request.Request(base(server) + "/login", data=form),
+                                                      timeout=10)
+    return e.value.headers["Set-Cookie"].split(";")[0]
+
+
+def test_sign_out_ends_the_session_on_the_server(ledger_project, signing_key):
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
+        mine, other = sign_in(server), sign_in(server)
+        assert mine != other
+        assert get(base(server) + "/", {"Cookie": mine})[0] == 200
+        req = urllib.request.Request(base(server) + "/logout", method="POST", data=b"", headers={"Cookie": mine})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.build_opener(_NoRedirect).open(req, timeout=10)
+        assert e.value.code == 303
+        # The same cookie, kept by someone who copied it, opens nothing now; other sessions live on.
+        assert get(base(server) + "/", {"Cookie": mine})[0] == 401
+        assert get(base(server) + "/", {"Cookie": other})[0] == 200
+
+
+def test_each_wrong_token_costs_more_and_the_right_one_still_works(ledger_project, signing_key):
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
+        took = []
+        for guess in ("a", "b", "c", "d"):
+            start = time.monotonic()
+            assert get(base(server) + "/", {"Authorization": f"Bearer {guess}"})[0] == 401
+            took.append(time.monotonic() - start)
+        # 0.25 s, 0.5 s, 1 s, 2 s: each at least what it should cost, and growing.
+        assert [t >= floor for t, floor in zip(took, (0.25, 0.5, 1.0, 2.0))] == [True] * 4, took
+        form = urllib.parse.urlencode({"token": "wrong-again", "next": "/"}).encode()
+        start = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(urllib.request.Request(base(server) + "/login", data=form), timeout=30)
+        assert e.value.code == 401 and time.monotonic() - start >= 4.0
+        # Never a lockout: behind a proxy every client looks the same, so the owner must get in, at once.
+        start = time.monotonic()
+        assert get(base(server) + "/", BEARER)[0] == 200
+        assert time.monotonic() - start < 1.0
+
+
+def test_the_price_of_wrong_tokens_tops_out_and_is_forgotten():
+    from outreach.dashboard import FORGET_S, MAX_DELAY_S, Access
+
+    now = [1000.0]
+    access = Access(TOKEN, clock=lambda: now[0])
+    prices = [access.price_of_a_wrong_token() for _ in range(12)]
+    assert prices[:4] == [0.25, 0.5, 1.0, 2.0] and prices[-1] == MAX_DELAY_S == max(prices)
+    assert access.token_is(TOKEN) and access.price_of_a_wrong_token() == MAX_DELAY_S  # a right one lowers nothing
+    now[0] += FORGET_S + 1
+    assert access.price_of_a_wrong_token() == 0.25
+
+
+def test_percent_and_underscore_in_a_search_are_themselves(ledger_project):
+    ledger = Ledger(f"sqlite:///{ledger_project.root / 'outreach.db'}")
+    assert search_offices(ledger, "a")[0]                 # the control: a plain search finds offices
+    for q in ("%", "_", "%%", "_a", "a%"):
+        assert search_offices(ledger, q)[0] == [], q      # no name nor email holds these
+
+
+def serve_cmd(project) -> list[str]:
+    return [sys.executable, "-m", "outreach", "--config", str(project.config), "serve"]
+
+
+def test_a_short_token_is_refused_at_start(ledger_project, signing_key):
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key),
+           "OUTREACH_DASHBOARD_TOKEN": "short-but-secret-123"}
+    proc = subprocess.run(serve_cmd(ledger_project) + ["--port", str(free_port())], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "OUTREACH_DASHBOARD_TOKEN" in proc.stderr and "at least 24" in proc.stderr
+    assert "short-but-secret-123" not in proc.stderr + proc.stdout
+
+
+def test_serve_makes_a_token_kept_in_an_owner_only_file_and_the_webhook_still_works(
+        ledger_project, signing_key, tmp_path):
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key), "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("OUTREACH_DASHBOARD_TOKEN", None)
-    cmd = [sys.executable, "-m", "outreach", "--config", str(ledger_project.config), "serve", "--host", "0.0.0.0"]
-    # Without the token in the environment, serving beyond loopback is refused.
-    proc = subprocess.run(cmd + ["--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "OUTREACH_DASHBOARD_TOKEN" in proc.stderr
     port = free_port()
-    server = subprocess.Popen(cmd + ["--port", str(port)], env={**env, "OUTREACH_DASHBOARD_TOKEN": TOKEN},
+    # Bound beyond loopback and with no token configured: served, but never without a token.
+    server = subprocess.Popen(serve_cmd(ledger_project) + ["--host", "0.0.0.0", "--port", str(port)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_port(port, 30, server)
+        token_file = tmp_path / "outreach" / "dashboard-token"
+        token = token_file.read_text().strip()
+        assert len(token) >= MIN_TOKEN and token_file.stat().st_mode & 0o777 == 0o600
         assert get(url + "/")[0] == 401
-        assert get(url + "/", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert get(url + "/", {"Authorization": f"Bearer {token}"})[0] == 200
         ledger = Ledger(f"sqlite:///{ledger_project.root / 'outreach.db'}")
         letter = next(r for r in ledger.letters.listing() if r.email == "gregory.meeks@house.example.org")
         body = json.dumps([{"email": letter.email, "event": "delivered", "timestamp": int(time.time()),
@@ -197,4 +279,35 @@ def test_serve_beyond_loopback_needs_the_token_and_the_webhook_still_works(ledge
         assert ledger.letters.find(letter.id).status == "delivered"
     finally:
         server.terminate()
-        server.communicate(timeout=30)
+        out, err = server.communicate(timeout=30)
+    # Not a terminal: the file's path is said, the token never (under systemd this is the journal).
+    assert str(token_file) in err and token not in out + err
+
+
+def test_on_a_terminal_serve_prints_a_sign_in_link(ledger_project, signing_key):
+    import pty
+    import select
+
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key)}
+    env.pop("OUTREACH_DASHBOARD_TOKEN", None)
+    port = free_port()
+    leader, follower = pty.openpty()
+    server = subprocess.Popen(serve_cmd(ledger_project) + ["--port", str(port)], env=env, stdout=follower,
+                              stderr=subprocess.PIPE, text=True)
+    os.close(follower)
+    try:
+        seen, deadline = b"", time.time() + 30
+        while b"token=" not in seen or not seen.endswith(b"\n"):
+            assert time.time() < deadline and server.poll() is None, seen
+            if select.select([leader], [], [], 0.5)[0]:
+                seen += os.read(leader, 4096)
+        link = re.search(rb"(http://\S+/login\?token=(\S+))", seen)
+        assert link, seen
+        wait_for_port(port, 30, server)
+        token = link.group(2).decode()
+        assert get(f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {token}"})[0] == 200
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+        os.close(leader)
+    assert token not in err

@@ -6,19 +6,82 @@ import csv
 import email
 import email.policy
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
-from conftest import ROOT, assert_no_traceback
+from conftest import ROOT, assert_no_traceback, free_port, wait_for_port
 from mockgrid import MockGrid
 from test_events import T0, ev, ledger_with_letters, statuses, stored_events
 from test_live import KEY, campaign_letters, write_live_config
-from test_webhook import WebhookServer, post, send, signed, signing_key, tracked  # noqa: F401 - fixtures
+from test_webhook import (GOOD, PATH, WebhookServer, post, public_b64, send, signed,  # noqa: F401 - fixtures
+                          signing_key, tracked)
 
 from outreach.config import load_config
 from outreach.webhook import create_app
+
+# -- denial of service without credentials -------------------------------------------------------------
+
+def stall(port: int, headers: dict, sent: int, declared: int, answers: list) -> None:
+    """A post that claims `declared` bytes, sends `sent` and then stalls; its answer goes to `answers`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            s.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{head}"
+                      f"Content-Length: {declared}\r\n\r\n".encode())
+            s.sendall(b"[" + b" " * (sent - 1))
+            answers.append(s.recv(200).split(b"\r\n")[0].decode())
+    except OSError as e:
+        answers.append(f"{type(e).__name__}")
+
+
+def test_a_signed_post_is_answered_while_idle_and_stalled_connections_are_open(project, signing_key):
+    ledger = ledger_with_letters(project.root, {"a": "accepted"})
+    port = free_port()
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key)}
+    server = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "serve",
+                               "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    idle, stallers, answers = [], [], []
+    try:
+        wait_for_port(port, 30, server)
+        # 300 connections that say nothing at all.
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
+        # 10 that look signed, claim 16 MB, send 15 MB each (more than the 64 MB the server
+        # holds for bodies being read, even with what the kernel buffers) and stall.
+        looks_signed = signed(signing_key, b"anything")
+        stallers = [threading.Thread(target=stall, args=(port, looks_signed, 15_000_000, 16_000_000, answers),
+                                     daemon=True) for _ in range(10)]
+        for t in stallers:
+            t.start()
+        time.sleep(2.0)                      # the budget is full by now
+        # A post of SendGrid's size (a few hundred KB): more than the crumbs of budget left.
+        body = json.dumps(GOOD + [ev("open", T0 + i, letter_id="a", sg_event_id=f"open-{i}")
+                                  for i in range(2500)]).encode()
+        assert len(body) > 200_000
+        start = time.monotonic()
+        code, answer = post(f"http://127.0.0.1:{port}{PATH}", body, signed(signing_key, body))
+        took = time.monotonic() - start
+        assert code == 200 and answer["stored"] == 2501, answer
+        assert took < 10, f"answered after {took:.1f} s"
+        assert statuses(ledger)["a"] == "opened"
+        for t in stallers:
+            t.join(60)
+        # Each stalled sender was cut off (408) or, waiting for room, turned away (503): none holds on.
+        assert len(answers) == 10 and {a[9:12] for a in answers} <= {"408", "503"}, answers
+    finally:
+        for s in idle:
+            s.close()
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert "Traceback" not in err
+
 
 # -- one bad event never costs the others --------------------------------------------------------------
 

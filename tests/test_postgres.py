@@ -140,7 +140,7 @@ def test_the_send_lock_and_the_scheduler_lock_hold_on_postgresql(pg_url):
 
 
 def test_the_signed_webhook_and_the_dashboard_on_postgresql(project, pg_url, signing_key):
-    from test_dashboard import app_for, base, get
+    from test_dashboard import BEARER, TOKEN, app_for, base, get
     from test_reports import EXPECTED_FUNNEL, build_ledger
     from test_webhook import WebhookServer, post, signed
 
@@ -149,7 +149,7 @@ def test_the_signed_webhook_and_the_dashboard_on_postgresql(project, pg_url, sig
     moylan = next(x for x in ledger.letters.listing(ledger.campaigns.id("korea-exception"))
                   if x.email == "james.moylan@house.example.org")
     ledger.engine.dispose()
-    with WebhookServer(app_for(project, None, signing_key)) as server:
+    with WebhookServer(app_for(project, TOKEN, signing_key)) as server:
         body = json.dumps([{"email": moylan.email, "event": "click", "timestamp": int(time.time()),
                             "sg_event_id": "pg-click", "letter_id": moylan.id,
                             "campaign_id": "korea-exception", "url": "https://example.org"}]).encode()
@@ -157,12 +157,15 @@ def test_the_signed_webhook_and_the_dashboard_on_postgresql(project, pg_url, sig
         assert code == 200 and answer["stored"] == 1
         assert post(server.url, body, signed(signing_key, body))[1]["stored"] == 0  # a duplicate
         root = base(server)
-        page = get(root + "/campaigns/korea-exception")
+        page = get(root + "/campaigns/korea-exception", BEARER)
         assert page[0] == 200
         assert f'data-funnel="clicked">{EXPECTED_FUNNEL["clicked"] + 1}<' in page[1]
         for path, expect in [("/", "korea-exception"), ("/offices?q=Moylan", "M001219"),
                              ("/offices?q=gu", "james.moylan@house.example.org"), (f"/letters/{moylan.id}", "click"),
                              ("/unmatched", "Unmatched events")]:
-            got = get(root + path)
+            got = get(root + path, BEARER)
             assert got[0] == 200 and expect in got[1], path
+        # `%` and `_` are themselves on PostgreSQL too: no office holds them.
+        assert "M001219" not in get(root + "/offices?q=%25", BEARER)[1]
+        assert "M001219" not in get(root + "/offices?q=_", BEARER)[1]
     assert next(x for x in letters_of(pg_url) if x.id == moylan.id).status == "clicked"

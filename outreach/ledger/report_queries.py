@@ -119,8 +119,10 @@ class ReportQueries:
     def search_offices(self, q: str, limit: int, offset: int) -> list:
         """Letters whose office matches `q` (name, state, bioguide id or email), by state and name."""
         needle = q.strip()
-        like = f"%{needle.lower()}%"
-        cond = [func.lower(L.name).like(like), L.email_key.like(like)]
+        # `%` and `_` in what was typed are matched as themselves, not as wildcards.
+        literal = needle.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = f"%{literal}%"
+        cond = [func.lower(L.name).like(like, escape="\\"), L.email_key.like(like, escape="\\")]
         if len(needle) == 2 and needle.isalpha():
             cond.append(L.state_code == needle.upper())
         if needle[:1].isalpha() and needle[1:].isascii() and needle[1:].isdigit():
