@@ -17,7 +17,10 @@ from outreach.geography import (
 from outreach.spreadsheet import decode, normalise_header, read_file, sniff_delimiter
 from outreach.text import CONTROLS, control_characters
 
-NAME_FIELDS = ("full_name", "first_name", "last_name", "nickname", "middle_name", "suffix", "staffer")
+NAME_FIELDS = ("full_name", "first_name", "last_name", "nickname", "middle_name", "suffix", "staffer",
+               "salutation", "honorific")
+# A row's own forms of address, used instead of the computed ones (outreach.forms).
+OWN_FORMS = ("salutation", "honorific")
 CHAMBERS = {
     "senate": "senate", "sen": "senate", "senator": "senate", "s": "senate",
     "house": "house", "rep": "house", "representative": "house", "h": "house",
@@ -153,6 +156,12 @@ def read_contacts(path: str | Path) -> ContactList:
             row_problems.append(Problem(line, columns.display("email"), contact.email,
                                         f"duplicate recipient: same email as line {first}; the first is kept"))
         problems.extend(row_problems)
+    own = [columns.display(c) for c in OWN_FORMS if c in columns.index]
+    if own:
+        n = sum(1 for c in contacts if any(c.fields.get(f) for f in OWN_FORMS))
+        notes.append(f"{n} row{'s' if n != 1 else ''} give{'s' if n == 1 else ''} their own "
+                     f"{' or '.join(own)}: the letters use {'it' if len(own) == 1 else 'them'} "
+                     "instead of the computed forms")
     return ContactList(path, encoding, "tab" if delimiter == "\t" else delimiter, rows,
                        contacts, problems, notes, "term_end" in columns.index)
 
@@ -241,7 +250,7 @@ class _RowChecker:
 
         full_name = values.get("full_name", "")
         first, last = values.get("first_name", ""), values.get("last_name", "")
-        for name in ("full_name", "first_name", "last_name", "staffer"):
+        for name in ("full_name", "first_name", "last_name", "staffer", *OWN_FORMS):
             if len(values.get(name, "")) > MAX_NAME:
                 bad(name, values[name][:40] + "…", f"longer than {MAX_NAME} characters: no name is; is this the "
                     "right column?")
@@ -263,6 +272,11 @@ class _RowChecker:
         if wrong_code is not None:
             bad("committees", values["committees"],
                 f"{wrong_code!r} is not a committee code like SSAS or HSFA (separate codes with ;)")
+
+        wrong_role = _committee_roles_problem(values.get("committee_roles", ""))
+        if wrong_role is not None:
+            bad("committee_roles", values["committee_roles"],
+                f"{wrong_role!r} is not CODE=Title, like SSAS=Chairman (separate them with ;)")
 
         term_end = None
         if values.get("term_end"):
@@ -357,6 +371,15 @@ def _committees(cell: str) -> tuple[tuple[str, ...], str | None]:
     """(the cell's committee codes, the first code that is not one or None)."""
     codes = tuple(c.strip().upper() for c in re.split(r"[;,]", cell) if c.strip())
     return codes, next((code for code in codes if not COMMITTEE.match(code)), None)
+
+
+def _committee_roles_problem(cell: str) -> str | None:
+    """The first item of a committee_roles cell ('SSAS=Chairman;HSFA=Ranking Member') that is not one."""
+    for item in (i.strip() for i in cell.split(";")):
+        code, _, title = item.partition("=")
+        if item and (not COMMITTEE.match(code.strip().upper()) or not title.strip()):
+            return item
+    return None
 
 
 _SUFFIXES = {"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "v"}

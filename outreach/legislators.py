@@ -21,9 +21,10 @@ from outreach.official import Official, Roster, csv_rows
 OFFICIAL_COLUMNS = [
     "bioguide_id", "first_name", "last_name", "nickname", "full_name", "chamber", "state", "district", "party",
     "senate_class", "phone", "office_address", "contact_form", "website", "gender", "birthday", "term_end",
-    "leadership", "committees",
+    "leadership", "committees", "committee_roles",
 ]
-OUTPUT_COLUMNS = OFFICIAL_COLUMNS[:-1] + ["email", "committees", "staffer"]
+OUTPUT_COLUMNS = OFFICIAL_COLUMNS[:-2] + ["email", "committees", "committee_roles", "staffer"]
+COMMITTEE_COLUMNS = ("committees", "committee_roles")
 
 
 @dataclass
@@ -37,9 +38,11 @@ class ImportResult:
 
 
 def official_row(member: Official, roster: Roster) -> dict[str, str]:
-    """The official columns of one member's row."""
-    row = {c: getattr(member, c) for c in OFFICIAL_COLUMNS if c != "committees"}
-    row["committees"] = ";".join(sorted(roster.committees_of(member.bioguide_id)))
+    """The official columns of one member's row; committee_roles holds the titles ("SSAS=Chairman")."""
+    row = {c: getattr(member, c) for c in OFFICIAL_COLUMNS if c not in COMMITTEE_COLUMNS}
+    held = roster.committees_of(member.bioguide_id)
+    row["committees"] = ";".join(sorted(held))
+    row["committee_roles"] = ";".join(f"{code}={title}" for code, title in sorted(held.items()) if title)
     return row
 
 

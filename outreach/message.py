@@ -9,11 +9,13 @@ quoted-printable UTF-8, so any mail reader parses them.
 from __future__ import annotations
 
 import binascii
+import datetime
 import functools
 import re
+import time
 from dataclasses import dataclass, replace
 from email.header import Header
-from email.utils import formataddr, formatdate
+from email.utils import formataddr, format_datetime
 
 # Controls (C0, DEL, C1) and the bidi overrides that reorder what a reader sees.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]+")
@@ -136,6 +138,11 @@ def _lines_short(body: str, limit: int = 998) -> bool:
     return max(map(len, body.split("\n"))) < limit
 
 
+def mail_date(t: float) -> str:
+    """An RFC 5322 date in UTC with a numeric zone: 'Mon, 07 Dec 2026 19:56:11 +0000' (never 'GMT')."""
+    return format_datetime(datetime.datetime.fromtimestamp(int(t), datetime.timezone.utc))
+
+
 def to_eml(message: Message, date: str | None = None) -> bytes:
     """The message as multipart/alternative .eml bytes (text, then HTML)."""
     boundary = f"=_outreach_{message.letter_id}"
@@ -148,7 +155,7 @@ def to_eml(message: Message, date: str | None = None) -> bytes:
         headers.append(f"Reply-To: {_sender_address('', message.reply_to)}")
     headers += [
         f"Subject: {encode_text_header(message.subject)}",
-        f"Date: {date or formatdate(localtime=False, usegmt=True)}",
+        f"Date: {date or mail_date(time.time())}",
         f"Message-ID: <{message.letter_id}.{clean_header(message.campaign)}@{domain}>",
         "MIME-Version: 1.0",
         f"X-Outreach-Campaign: {clean_header(message.campaign)}",

@@ -18,7 +18,7 @@ from pathlib import Path
 from outreach.contacts import normalise_chamber
 from outreach.spreadsheet import read_sheet
 from outreach.geography import normalise_state
-from outreach.legislators import OFFICIAL_COLUMNS, official_row, sort_key, write_rows
+from outreach.legislators import COMMITTEE_COLUMNS, OFFICIAL_COLUMNS, official_row, sort_key, write_rows
 from outreach.official import WATCHED, Official, Roster
 
 REVIEW = "needs_review"
@@ -142,6 +142,8 @@ def _updated(values: dict[str, str], member: Official, roster: Roster) -> dict[s
     official = official_row(member, roster)
     if not roster.has_terms:  # the CSV form knows no terms: what the list had stays
         official = {k: v for k, v in official.items() if k not in ("term_end", "leadership")}
+    if roster.committees is None:  # no committee file: the list's committees stay
+        official = {k: v for k, v in official.items() if k not in COMMITTEE_COLUMNS}
     row.update(official)
     if old_chamber and old_chamber != member.chamber:
         was = "House" if old_chamber == "house" else "Senate"

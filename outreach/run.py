@@ -28,6 +28,7 @@ from outreach.run_summary import (  # noqa: F401 - the run's vocabulary, used by
 )
 
 SAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
+SAMPLE_SENDER = {"name": "Your Name", "organization": "Your Organization"}   # as config.toml ships
 FIRST_CHUNK, CHUNK = 16, 64    # letters recorded before sending starts, then per transaction (a long
 # transaction holds up every claim behind it: small ones cost the senders least)
 RENDER_BATCH = 250             # a dry run's letters rendered before they are written
@@ -118,6 +119,8 @@ class CampaignRun:
         r = self.request
         plan = plan_campaign(self.cfg, r.campaign, r.contacts, ledger=self.ledger, now=self.clock())
         summary = Summary(r, plan)
+        if not self.records:   # a live run refuses a sample sender (check_sender); the others say so
+            summary.sample_sender = sample_sender(self.cfg)
         if r.mode == RETRY:
             summary.chosen = self._retry_candidates(plan, summary)
             return summary
@@ -307,12 +310,24 @@ def archived_message(record, sender, campaign: str, bioguide_id: str = "") -> Me
                    html=record.html, reply_to=sender.reply_to, bioguide_id=bioguide_id)
 
 
-def check_sender(cfg) -> None:
-    """Refuse to go live from the sample sender address."""
-    domain = cfg.sender.email.rpartition("@")[2].lower()
+def sample_sender(cfg) -> str | None:
+    """What of [sender] is still the sample configuration's, in words ('name "Your Name" and ...'), or None."""
+    sender, found = cfg.sender, []
+    for key, value in (("name", sender.name), ("organization", sender.organization)):
+        if value and " ".join(value.split()).lower() == SAMPLE_SENDER[key].lower():
+            found.append(f'{key} "{value}"')
+    domain = sender.email.rpartition("@")[2].lower()
     if domain in SAMPLE_DOMAINS or domain.endswith(tuple("." + d for d in SAMPLE_DOMAINS)):
-        raise UserError(f"{cfg.path}: [sender] email {cfg.sender.email} is a sample address; put your own "
-                        "verified sender there before going live; nothing was sent")
+        found.append(f"email {sender.email} (a sample address)")
+    return (", ".join(found[:-1]) + " and " + found[-1] if len(found) > 1 else found[0]) if found else None
+
+
+def check_sender(cfg) -> None:
+    """Refuse to go live with a letter signed by a placeholder, or from the sample address."""
+    sample = sample_sender(cfg)
+    if sample:
+        raise UserError(f"{cfg.path}: [sender] {sample} {'is' if ' and ' not in sample else 'are'} still the "
+                        "sample's: put your own there before going live; nothing was sent")
 
 
 def check_test_address(cfg, address: str | None) -> None:

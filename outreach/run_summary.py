@@ -46,11 +46,17 @@ class Summary:
     counts: dict | None = None                       # the campaign's letters by state, after a live run
     orphans: int = 0
     tests: list = field(default_factory=list)        # (letter, SendResult) of each test copy
+    sample_sender: str | None = None                 # what of [sender] is still the sample's (not live)
 
     @property
     def warnings(self) -> list[str]:
-        """One line each: members whose term has ended (left out); a live run on a list that cannot tell."""
+        """One line each: a sender still the sample's; members whose term has ended (left out); a live
+        run on a list that cannot tell."""
         plan, out = self.plan, []
+        if self.sample_sender:
+            out.append(f"[sender] {self.sample_sender} {'is' if ' and ' not in self.sample_sender else 'are'} "
+                       "still the sample's: these letters are signed by a placeholder, and a live send "
+                       "refuses them")
         if plan is None:
             return out
         if plan.term_ended:

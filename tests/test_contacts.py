@@ -246,3 +246,18 @@ def test_a_surname_is_guessed_only_when_unambiguous(tmp_path, full_name, surname
     else:
         assert result.contacts[0].last_name == surname
 
+
+
+def test_committee_roles_and_a_rows_own_forms_are_checked_and_said(tmp_path, outreach):
+    header = HEADER + ",committee_roles,salutation,honorific"
+    path = write(tmp_path, "\n".join([
+        header,
+        GOOD[0] + ",SSAS=Ranking Member,,",
+        GOOD[1] + ",SSAS Chairman,,",                                    # not CODE=Title
+        GOOD[2] + ",HSAS=Chair,Dear Mr. Chairman:,The Honorable Mike D. Rogers",
+    ]) + "\n")
+    assert problems(path) == [(3, "committee_roles", "'SSAS Chairman' is not CODE=Title, like SSAS=Chairman "
+                                                     "(separate them with ;)")]
+    r = outreach("contacts", "check", path)
+    assert r.code == 1 and "line 3, column committee_roles:" in r.out
+    assert "1 row gives their own salutation or honorific: the letters use them instead of the computed forms" in r.out

@@ -58,3 +58,41 @@ def test_import_of_a_wrong_file_is_one_line(tmp_path, outreach):
     r = outreach("contacts", "import-legislators", wrong, "--out", tmp_path / "o.csv")
     assert r.code == 2 and "column" in r.err and "missing" in r.err
     assert "Traceback" not in r.err
+
+
+def test_from_the_official_yaml_one_current_speaker_greeted_as_such_and_the_chairs_by_title(
+        shared, tmp_path, outreach):
+    from conftest import ROOT
+    from outreach.config import Sender
+    from outreach.letters import TemplateSet
+
+    up = shared / "congress" / "upstream"
+    emails = tmp_path / "emails.csv"
+    with open(emails, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["bioguide_id", "email"])
+        for r in rows(shared / "congress" / "contacts-congress.csv"):
+            w.writerow([r["bioguide_id"], r["email"]])
+    out = tmp_path / "members.csv"
+    r = outreach("contacts", "import-legislators", up / "legislators-current.yaml",
+                 "--committees", up / "committee-membership-current.yaml", "--emails", emails, "--out", out)
+    assert r.code == 0, r.err
+    ours = {row["bioguide_id"]: row for row in rows(out)}
+    # leadership_roles keeps past roles too (Nancy Pelosi was Speaker twice): only today's count.
+    speakers = [b for b, row in ours.items() if "Speaker of the House" in row["leadership"].split("; ")]
+    assert speakers == ["J000299"]
+    assert ours["P000197"]["leadership"] == ""
+    assert ours["W000437"]["committee_roles"].split(";").count("SSAS=Chairman") == 1
+
+    letters = TemplateSet(ROOT / "templates" / "korea-exception",
+                          Sender(name="Jordan Organizer", email="jordan@advocacy.example.org"), "korea-exception")
+    by_id = {c.bioguide_id: c for c in read_contacts(out).contacts}
+    text = {b: letters.render(by_id[b]).text for b in ("J000299", "P000197", "W000437", "R000122", "M001137")}
+    assert "The Honorable Mike Johnson\nSpeaker of the House\nU.S. House of Representatives\n" in text["J000299"]
+    assert "\nDear Mr. Speaker:\n" in text["J000299"]
+    assert "\nDear Representative Pelosi:\n" in text["P000197"] and "Speaker" not in text["P000197"]
+    assert "\nDear Chairman Wicker:\n" in text["W000437"]
+    assert "Chairman, Senate Armed Services Committee" in text["W000437"]
+    assert "\nDear Ranking Member Reed:\n" in text["R000122"]
+    assert "\nDear Ranking Member Meeks:\n" in text["M001137"]
+    assert "As Ranking Member of the House Foreign Affairs Committee" in " ".join(text["M001137"].split())

@@ -48,8 +48,57 @@ def test_salutation_uses_the_official_name_never_a_nickname(tmp_path):
     # No official full name: built from first and last name without the nickname.
     m = member_for(contact_from(tmp_path, header, "j@h.example.org,Zachary (Zach),Nunn,,house,IA,3"))
     assert m.honorific == "The Honorable Zachary Nunn"
+    # One name per person: the greeting's surname is the one the honorific's name ends with.
     m = member_for(contact_from(tmp_path, header, "p@h.example.org,Pablo José,Hernández Rivera,Pablo José Hernández,house,PR,0"))
-    assert m.salutation == "Dear Resident Commissioner Hernández Rivera"
+    assert (m.honorific, m.salutation) == ("The Honorable Pablo José Hernández", "Dear Resident Commissioner Hernández")
+    m = member_for(contact_from(tmp_path, header, "w@h.example.org,Debbie,Wasserman Schultz,Debbie Wasserman Schultz,house,FL,25"))
+    assert m.salutation == "Dear Representative Wasserman Schultz"
+    # No quoted nickname in the inside address, straight or curly quotes alike.
+    for full in ('Henry C. ""Hank"" Johnson, Jr.', "Henry C. “Hank” Johnson, Jr."):
+        m = member_for(contact_from(tmp_path, header, f'h@h.example.org,Henry,Johnson,"{full}",house,GA,4'))
+        assert (m.honorific, m.salutation) == ("The Honorable Henry C. Johnson, Jr.", "Dear Representative Johnson")
+
+
+def test_the_speaker_chairs_and_ranking_members_and_a_rows_own_forms(tmp_path):
+    header = "email,first_name,last_name,full_name,chamber,state,district,gender,leadership,committees,committee_roles"
+    row = "m@h.example.org,Mike,Johnson,Mike Johnson,house,LA,4,{gender},{leadership},{committees},{roles}"
+
+    def member(gender="M", leadership="", committees="", roles=""):
+        return member_for(contact_from(tmp_path, header, row.format(gender=gender, leadership=leadership,
+                                                                    committees=committees, roles=roles)))
+
+    speaker = member(leadership="Speaker of the House")
+    assert (speaker.salutation, speaker.honorific, speaker.position) == (
+        "Dear Mr. Speaker", "The Honorable Mike Johnson", "Speaker of the House")
+    assert member(gender="F", leadership="Speaker of the House").salutation == "Dear Madam Speaker"
+    assert member(gender="", leadership="Speaker of the House").salutation == "Dear Speaker Johnson"
+    # "Assistant Speaker of the House" is not the Speaker.
+    assert member(leadership="Assistant Speaker of the House").salutation == "Dear Representative Johnson"
+    chair = member(committees="HSAS;HSJU", roles="HSAS=Chair;HSJU=Ranking Member")
+    assert (chair.salutation, chair.position) == ("Dear Chair Johnson", "Chair, House Armed Services Committee")
+    ranking = member(committees="HSFA", roles="HSFA=Ranking Member")
+    assert ranking.salutation == "Dear Ranking Member Johnson" and ranking.foreign_affairs_role == "Ranking Member"
+    # A title on a committee the letter does not speak to, or one a greeting does not use, changes nothing.
+    assert member(committees="HSJU", roles="HSJU=Chair").salutation == "Dear Representative Johnson"
+    assert member(committees="HSAS", roles="HSAS=Vice Chair").salutation == "Dear Representative Johnson"
+    # The list's own forms win.
+    own = member_for(contact_from(tmp_path, header + ",salutation,honorific",
+                                  "m@h.example.org,Mike,Johnson,Mike Johnson,house,LA,4,M,,,,"
+                                  "Dear Congressman Johnson:,The Hon. Mike Johnson"))
+    assert (own.salutation, own.honorific) == ("Dear Congressman Johnson", "The Hon. Mike Johnson")
+
+
+def test_the_address_block_is_set_as_a_letter_has_it(tmp_path):
+    header = "email,full_name,last_name,chamber,state,district,office_address"
+    m = member_for(contact_from(tmp_path, header, "s@s.example.org,Dan Sullivan,Sullivan,senate,AK,,"
+                                                  "706 Hart Senate Office Building Washington DC 20510"))
+    assert m.address_lines == ("706 Hart Senate Office Building", "Washington, DC 20510")
+    m = member_for(contact_from(tmp_path, header, 'r@h.example.org,Al Green,Green,house,TX,9,'
+                                                  '"2347 Rayburn House Office Building\nWashington, D.C. 20515-4309"'))
+    assert m.address_lines == ("2347 Rayburn House Office Building", "Washington, DC 20515-4309")
+    for chamber, district, city in (("senate", "", "Washington, DC 20510"), ("house", "1", "Washington, DC 20515")):
+        m = member_for(contact_from(tmp_path, header, f"x@x.example.org,A New Member,Member,{chamber},AL,{district},"))
+        assert m.address_lines == (city,)
 
 
 def test_wrap_keeps_lines_within_72_columns():
@@ -97,21 +146,111 @@ def test_committee_paragraphs_appear_exactly_for_their_members(congress_letters,
         for text in (letter.text, letter.html):
             flat = " ".join(text.split())
             assert ("high fidelity modeling and simulation effort" in flat) == (contact.bioguide_id in armed)
-            assert ("more than one billion dollars" in flat) == (contact.bioguide_id in armed)
             assert ("Foreign Relations Committee" in flat or "Foreign Affairs Committee" in flat) \
                 == (contact.bioguide_id in foreign), contact.full_name
             assert ("advice and consent of the Senate" in flat) == (contact.chamber == "senate")
 
 
-def test_every_letter_makes_the_case_and_the_asks(congress_letters):
+# What each office is asked: the phrases of the numbered asks, by role.
+ASKS = {
+    "senator": ("say publicly that you would support U.S. accession",
+                "urge the President to end the Korea exception and to send the treaty to the Senate"),
+    "house": ("urge the Administration to end the Korea exception and to seek U.S. accession",),
+    "armed": ("press the Department of Defense on the cost of, and need for, its modeling effort",),
+    "foreign": ("urge the Administration to stop abstaining and to vote in favor of the annual UN General Assembly",),
+}
+
+
+def paragraphs(letter) -> list[str]:
+    """The body's paragraphs, from the opening to the closing (each numbered ask is one), flattened."""
+    body = letter.text.split(":\n\n", 1)[1].split("\nSincerely,")[0]
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n(?=\s+\d\. )", body) if p.strip()]
+
+
+def test_each_office_is_asked_what_its_role_can_do_and_nothing_else(congress_letters, memberships):
+    armed = memberships["SSAS"] | memberships["HSAS"]
+    foreign = memberships["SSFR"] | memberships["HSFA"]
+    seen = set()
+    for contact, letter in congress_letters:
+        roles = {"senator" if contact.chamber == "senate" else "house"}
+        roles |= {"armed"} if contact.bioguide_id in armed else set()
+        roles |= {"foreign"} if contact.bioguide_id in foreign else set()
+        seen.add(frozenset(roles))
+        asks = [p for p in paragraphs(letter) if re.match(r"\d\. ", p)]
+        assert len(asks) == sum(len(ASKS[r]) for r in roles), (contact.full_name, asks)
+        for text in (" ".join(letter.text.split()), " ".join(unescape(re.sub(r"<[^>]+>", " ", letter.html)).split())):
+            for role, phrases in ASKS.items():
+                for phrase in phrases:
+                    assert (phrase in text) == (role in roles), (contact.full_name, role, phrase)
+    # Every combination the Congress has was seen, including a member on no committee the letter speaks to.
+    assert {frozenset({"senator"}), frozenset({"house"}), frozenset({"senator", "armed", "foreign"}),
+            frozenset({"house", "armed", "foreign"})} <= seen
+
+
+def test_the_paragraph_on_this_office_comes_right_after_the_opening(congress_letters):
+    for contact, letter in congress_letters:
+        opening, role = paragraphs(letter)[:2]
+        assert opening.startswith("I write on behalf of Advocacy Network")
+        if contact.chamber == "senate":
+            assert role.startswith("Accession runs through the Senate") and "advice and consent" in role
+        else:
+            assert role.startswith("The House does not vote on treaties")
+
+
+def test_every_letter_has_the_strongest_facts_and_the_signature(congress_letters):
     for _, letter in congress_letters:
-        flat = " ".join(letter.text.split())
-        assert "end the Korea exception" in flat
-        assert "support U.S. accession to the Mine Ban Treaty" in flat
-        assert "vote in favor of the annual UN General Assembly resolution" in flat
-        assert "not used antipersonnel mines since 1991" in flat
+        for text in (" ".join(letter.text.split()), " ".join(unescape(re.sub(r"<[^>]+>", " ", letter.html)).split())):
+            assert "more than one billion dollars" in text
+            assert "no additional humanitarian and socioeconomic harm" in text
+            assert "not used antipersonnel mines since 1991" in text
+            assert "last obstacle to bringing U.S. policy in line with the treaty" in text
         assert "Jordan Organizer" in letter.text and "Advocacy Network" in letter.text
         assert all(len(line) <= 72 for line in letter.text.splitlines() if "Office Building" not in line)
+
+
+def test_no_letter_says_a_committee_oversees_us_votes_at_the_un(congress_letters):
+    un = re.compile(r"\b(UN|United Nations|General Assembly)\b")
+    for contact, letter in congress_letters:
+        for sentence in re.split(r"(?<=[.;:])\s+", " ".join(letter.text.split())):
+            if un.search(sentence):
+                assert not re.search(r"oversee|oversight|[Cc]ommittee", sentence), (contact.full_name, sentence)
+
+
+def test_one_page_and_no_three_paragraphs_open_alike(congress_letters):
+    longest = max(congress_letters, key=lambda cl: len(" ".join(paragraphs(cl[1])).split()))
+    assert {"SSAS", "SSFR"} <= longest[0].full_committees     # the longest role combination
+    for contact, letter in congress_letters:
+        paras = paragraphs(letter)
+        assert len(" ".join(paras).split()) <= 450, contact.full_name
+        openers = [" ".join(re.sub(r"^\d\. ", "", p).split()[:2]).lower() for p in paras]
+        for i in range(len(openers) - 2):
+            assert len(set(openers[i:i + 3])) > 1, (contact.full_name, openers[i:i + 3])
+
+
+def test_every_name_is_one_name_and_no_honorific_quotes_a_nickname(congress_letters):
+    suffix = re.compile(r",?\s+(Jr\.?|Sr\.?|II|III|IV|V)$")
+    for contact, letter in congress_letters:
+        m = member_for(contact)
+        assert m.salutation == f"Dear {m.title} {m.last_name}", contact.full_name
+        assert suffix.sub("", m.full_name).endswith(" " + m.last_name), (m.full_name, m.last_name)
+        assert not re.search(r"[\"“”„‟]", m.honorific), m.honorific
+        assert f"{m.honorific}\n" in letter.text and f"{m.salutation}:" in letter.text
+        assert "&#34;" not in letter.html.split("<p>", 2)[1] and "&quot;" not in letter.html.split("<p>", 2)[1]
+
+
+def test_every_address_block_puts_the_city_on_its_own_line(congress_letters):
+    without = 0
+    for contact, letter in congress_letters:
+        block = letter.text.split("\n\n", 1)[0].splitlines()
+        city = "Washington, DC 20510" if contact.chamber == "senate" else "Washington, DC 20515"
+        assert block[-1].startswith(city), block
+        if contact.fields.get("office_address"):
+            assert block[-2].endswith("Office Building") or "Capitol" in block[-2], block
+        else:
+            without += 1
+            assert block[-2] == member_for(contact).chamber_name and block[-1] == city
+        assert "Washington, DC" not in " ".join(block[:-1])
+    assert without >= 1   # the newly sworn-in member without an address
 
 
 def test_delegates_and_the_resident_commissioner_are_addressed_correctly(congress_letters):
@@ -120,8 +259,9 @@ def test_delegates_and_the_resident_commissioner_are_addressed_correctly(congres
         if contact.state in ("DC", "AS", "GU", "MP", "VI", "PR"):
             seen[contact.state] = letter.text
             title = "Resident Commissioner" if contact.state == "PR" else "Delegate"
-            assert f"Dear {title} {contact.last_name}:" in letter.text
-            assert f"The Honorable {contact.full_name}" in letter.text
+            m = member_for(contact)
+            assert f"Dear {title} {m.last_name}:" in letter.text
+            assert f"The Honorable {m.full_name}" in letter.text
             assert "Dear Representative" not in letter.text and "Senator" not in letter.text
     assert sorted(seen) == ["AS", "DC", "GU", "MP", "PR", "VI"]
 
@@ -130,17 +270,18 @@ def test_no_nickname_first_name_reaches_a_letter(congress_letters):
     for contact, letter in congress_letters:
         if "(" in contact.first_name:  # 'James (Jim)'
             assert contact.first_name not in letter.text and contact.first_name not in letter.html
-        title = member_for(contact).title
-        assert f"Dear {title} {contact.last_name}:" in letter.text
+        m = member_for(contact)
+        assert f"Dear {m.title} {m.last_name}:" in letter.text
 
 
 FACT_NUMBERS = {"2014", "1997", "1991"}  # the only figures DESIGN.md gives, besides "one billion"
+CHAMBER_ZIPS = {"20510", "20515"}        # the Senate's and the House's, for a member the list has no address for
 
 
 def test_no_letter_names_a_year_figure_or_fact_beyond_design_and_contact_data(congress_letters):
     sender_numbers = set(re.findall(r"\d+", " ".join(filter(None, vars(SENDER).values()))))
     for contact, letter in congress_letters:
-        allowed = FACT_NUMBERS | sender_numbers | set(re.findall(r"\d+", " ".join(contact.fields.values())))
+        allowed = FACT_NUMBERS | CHAMBER_ZIPS | sender_numbers | set(re.findall(r"\d+", " ".join(contact.fields.values())))
         html = unescape(re.sub(r"<[^>]+>", " ", letter.html))
         text_without_list_markers = re.sub(r"(?m)^\s+\d\. ", "", letter.text)
         for text in (text_without_list_markers, html, letter.subject):

@@ -278,6 +278,7 @@ def test_the_sample_sender_and_the_outbox_transport_cannot_go_live(project, grid
                                                                  "you@example.org"))
     r = outreach("--config", project.config, "send", "--live", "--yes")
     assert r.code == 2 and "sample address" in r.err and grid.requests == []
+    assert len(r.err.strip().splitlines()) == 1
 
 
 def test_a_missing_key_says_which_variable(live, grid, outreach, monkeypatch):
@@ -367,3 +368,33 @@ def test_the_live_send_with_a_limit_sends_whom_the_dry_run_and_the_preview_showe
     assert sorted(d.to for d in grid.deliveries()) == sorted(written) == sorted(previewed)
     assert written == ["dan.sullivan@senate.example.org", "roger.wicker@senate.example.org",
                        "timothy.kaine@senate.example.org"]
+
+
+@pytest.mark.parametrize("old,new,said", [
+    ('name = "Jordan Organizer"', 'name = "Your Name"', 'name "Your Name"'),
+    ('organization = "Advocacy Network"', 'organization = "Your Organization"', 'organization "Your Organization"'),
+])
+def test_no_letter_goes_out_signed_by_a_placeholder(project, grid, outreach, monkeypatch, old, new, said):
+    monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    write_live_config(project, grid)
+    project.config.write_text(project.config.read_text().replace(old, new))
+    r = outreach("--config", project.config, "send", "--live", "--yes")
+    assert r.code == 2 and said in r.err and "before going live" in r.err and grid.requests == []
+    assert len(r.err.strip().splitlines()) == 1
+    assert ledger_of(project).letters.listing() == []
+    # A dry run and a preview still work, and say so once.
+    for command in (["send"], ["preview"]):
+        r = outreach("--config", project.config, *command)
+        assert r.code == 0
+        warnings = [line for line in (r.out + r.err).splitlines() if said in line]
+        assert len(warnings) == 1 and "placeholder" in warnings[0], r.out + r.err
+
+
+def test_the_date_header_has_a_numeric_zone(project, outreach):
+    import email
+    import email.policy
+
+    assert outreach("--config", project.config, "send").code == 0
+    eml = next((project.root / "outbox").rglob("*.eml"))
+    date = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)["Date"]
+    assert date.endswith(" +0000") and "GMT" not in date

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from outreach.errors import UserError
-from outreach.message import Message, to_eml
+from outreach.message import Message, mail_date, to_eml
 from outreach.text import spreadsheet_cell
 from outreach.transports import SendResult
 
@@ -88,11 +88,9 @@ class OutboxTransport:
 
     def _now(self) -> str:
         # One Date per second is plenty and saves formatting it 10,000 times.
-        from email.utils import formatdate
-
         second = int(time.time())
         if self._date is None or self._date[0] != second:
-            self._date = (second, formatdate(second, usegmt=True))
+            self._date = (second, mail_date(second))
         return self._date[1]
 
     def close(self, complete: bool = True) -> None:
