@@ -20,7 +20,13 @@ if __name__ == "__main__":
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
 
-    from outreach.cli import run
+    try:
+        from outreach.cli import run
+    except ModuleNotFoundError as e:   # a Python without the project's packages (not .venv's)
+        from outreach.errors import missing_module
+
+        print(f"scheduler.py: {missing_module(e)}", file=sys.stderr)
+        sys.exit(2)
 
     args = sys.argv[1:]
     config = []

@@ -97,8 +97,32 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+GLOBAL_OPTIONS = ("--config",)
+
+
+def global_options_first(argv: list[str]) -> list[str]:
+    """`outreach send --config FILE` as `outreach --config FILE send`: many people type a global
+    option after the command. Nothing after `--` moves."""
+    front, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            take = 1 if "=" in arg else 2
+            front += argv[i:i + take]
+            i += take
+            continue
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (what main() passes to sys.exit)."""
+    argv = global_options_first(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = cli.main(args=argv, prog_name="outreach", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -120,6 +144,11 @@ def run(argv: list[str] | None = None) -> int:
         # The reader went away (e.g. `| head`): not an error of ours.
         sys.stderr.close()
         return EXIT_OK
+    except ModuleNotFoundError as e:   # run by a Python without the project's packages
+        if os.environ.get("OUTREACH_DEBUG"):
+            raise
+        click.echo(f"outreach: {missing_module(e)}", err=True)
+        return EXIT_BAD_INPUT
     except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("OUTREACH_DEBUG"):
             raise

@@ -9,6 +9,7 @@ import click
 
 from outreach.cli_base import App, echo, echo_json, pass_app, shown
 from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_OK, UserError, one_line
+from outreach.text import count
 
 
 @click.group()
@@ -81,11 +82,12 @@ def contacts_import(app: App, legislators: Path | None, membership: Path | None,
 
     roster = _roster(app, legislators, membership, download)
     result = import_legislators(roster, emails_csv, out)
-    echo(f"{shown(out)}: {result.members} members ({result.senators} senators, "
-               f"{result.representatives} House members), {result.with_committees} with committees")
+    echo(f"{shown(out)}: {count(result.members, 'member')} ({count(result.senators, 'senator')}, "
+         f"{count(result.representatives, 'House member')}), {result.with_committees} with committees")
     _terms_note(roster)
     if result.without_email:
-        echo(f"{len(result.without_email)} members have no email yet; add them to "
+        n = len(result.without_email)
+        echo(f"{count(n, 'member')} {'has' if n == 1 else 'have'} no email yet; add them to "
                    f"{emails_csv or 'an --emails CSV (bioguide_id,email)'}:")
         for bioguide, name in result.without_email:
             echo(f"  {bioguide}  {name}")

@@ -9,6 +9,7 @@ import click
 
 from outreach.cli_base import App, campaign_option, echo, echo_json, pass_app
 from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
+from outreach.text import count
 
 
 def when(t: float | None) -> str:
@@ -40,7 +41,7 @@ def status(app: App, campaign, as_json) -> int:
     if as_json:
         echo_json({"campaign": name, "counts": counts, "total": total, "needs_attention": attention})
         return EXIT_ATTENTION if attention else EXIT_OK
-    echo(f"{name}: {total} letters in the ledger")
+    echo(f"{name}: {count(total, 'letter')} in the ledger")
     width = max(len(s) for s in STATES)
     for s in STATES:
         if counts[s]:
@@ -79,7 +80,7 @@ def letters_list(app: App, campaign, state, limit) -> int:
         # An accepted or delivered letter's reason is history (an earlier try's error): not shown.
         reason = f"  {r.reason}" if r.reason and r.status not in ("accepted", "delivered") else ""
         echo(f"{r.id[:12]}  {r.status:<12} {r.email:<40} {r.attempts:>2}  {when(r.updated_at)}{reason}")
-    echo(f"{len(rows)} letters" + (f" {state}" if state else ""))
+    echo(count(len(rows), "letter") + (f" {state}" if state else ""))
     return EXIT_OK
 
 
@@ -131,15 +132,16 @@ def letters_release(app: App, ids, all_unknown, campaign, yes) -> int:
         if campaign_id is None:
             echo(f"{name}: no letters in the ledger")
             return EXIT_OK
-        count = ledger.letters.counts(campaign_id)["unknown"]
-        if not count:
+        unknown = ledger.letters.counts(campaign_id)["unknown"]
+        if not unknown:
             echo(f"{name}: no unknown letters")
             return EXIT_OK
-        if not yes and not click.confirm(f"Release {count} unknown letters of {name} to be sent again?", default=False):
+        if not yes and not click.confirm(f"Release {count(unknown, 'unknown letter')} of {name} to be sent again?",
+                                         default=False):
             echo("Nothing released.")
             return EXIT_OK
     released = ledger.letters.release(campaign_id, list(ids) if ids else None, all_unknown=all_unknown)
     for letter_id in released:
         echo(f"released {letter_id}: pending; the next `outreach send --live` sends it")
-    echo(f"{len(released)} letters released")
+    echo(f"{count(len(released), 'letter')} released")
     return EXIT_OK

@@ -11,6 +11,7 @@ import click
 
 from outreach.cli_base import App, campaign_option, echo, pass_app, shown
 from outreach.errors import EXIT_OK, UserError
+from outreach.text import count
 
 contacts_option = click.option("--contacts", "contacts_file", type=click.Path(path_type=Path),
                                metavar="FILE", help="Use this contact list instead of the campaign's.")
@@ -161,7 +162,7 @@ def _print(summary, cfg) -> int:
         echo(f"outreach: interrupted before anything was {done}", err=True)
         return summary.exit_code
     if summary.orphans:
-        echo(f"warning: {summary.orphans} letters were left `sending` by a run that stopped; they are now "
+        echo(f"warning: {count(summary.orphans, 'letter')} {'was' if summary.orphans == 1 else 'were'} left `sending` by a run that stopped; they are now "
                    "`unknown` and will not be resent: review them with `outreach letters list --state unknown`",
                    err=True)
     if mode == DRY_RUN:
@@ -170,11 +171,16 @@ def _print(summary, cfg) -> int:
             return 130
         _print_dry_run(summary)
     elif mode == TEST:
+        errors = []   # each distinct reason said once, however many copies it stopped
         for letter, result in summary.tests:
-            state = "accepted" if result.outcome == "accepted" else f"{result.outcome}: {result.error}"
+            state = "accepted" if result.outcome == "accepted" else "not sent"
             echo(f"[TEST] {letter.to_name} ({letter.contact.email}) -> {summary.request.test_to}: {state}")
+            if result.outcome != "accepted" and result.error not in errors:
+                errors.append(result.error)
+        for error in errors:
+            echo(f"  {error}")
         ok = sum(1 for _, r in summary.tests if r.outcome == "accepted")
-        echo(f"{ok} test letters accepted by {summary.transport}; nothing recorded in the ledger")
+        echo(f"{count(ok, 'test letter')} accepted by {summary.transport}; nothing recorded in the ledger")
     elif mode == RETRY and not summary.chosen:
         for line in summary.retry_left_out:
             echo(f"  left out {line}")
@@ -202,11 +208,13 @@ def _print_dry_run(summary) -> None:
     plan = summary.plan
     lst = plan.contact_list
     echo(f"Dry run of {plan.name}: nothing was sent.")
-    echo(f"  contacts: {shown(plan.contacts_path)}: {lst.rows} rows, {len(lst.contacts)} valid")
-    echo(f"  audience: {len(plan.audience)} recipients ({plan.selection.not_in_audience} not in the audience)")
+    echo(f"  contacts: {shown(plan.contacts_path)}: {count(lst.rows, 'row')}, {len(lst.contacts)} valid")
+    echo(f"  audience: {count(len(plan.audience), 'recipient')} ({plan.selection.not_in_audience} not in the "
+         "audience)")
     skipped = plan.skipped_lines()
     if skipped:
-        echo(f"  skipped: {len(skipped)}")
+        rows, problems = plan.skipped_rows(), len(skipped)
+        echo(f"  skipped: {count(rows, 'row')}" + (f" ({count(problems, 'problem')})" if problems != rows else ""))
         for line in skipped:
             echo(f"    {line}")
     for entry in plan.selection.unmatched:
@@ -215,7 +223,7 @@ def _print_dry_run(summary) -> None:
         states = ", ".join(f"{n} {s}" for s, n in sorted(plan.already.items()))
         echo(f"  already have a letter: {sum(plan.already.values())} ({states or 'none'}): not written again"
                    + (f"; {len(plan.waiting)} wait to retry later" if plan.waiting else ""))
-    echo(f"  rendered: {len(summary.chosen)} letters"
+    echo(f"  rendered: {count(len(summary.chosen), 'letter')}"
                + (f" (the first {len(summary.chosen)} of {len(plan.to_send)} still to send)"
                   if len(summary.chosen) < len(plan.to_send) else ""))
     echo(f"  folder: {shown(Path(summary.where))}/ (manifest.csv lists the letters)")
@@ -235,7 +243,7 @@ def _print_sent(summary) -> None:
     if len(d.reasons) > 20:
         echo(f"  ... and {len(d.reasons) - 20} more: `outreach letters list --state failed`")
     left = sum(counts[s] for s in TO_SEND)
-    echo(f"  ledger: {sum(counts.values())} letters; {left} still to send; {counts['unknown']} unknown; "
+    echo(f"  ledger: {count(sum(counts.values()), 'letter')}; {left} still to send; {counts['unknown']} unknown; "
                f"{counts['failed']} failed (`outreach status` for all states)")
     if counts["unknown"]:
         echo("  unknown letters may have been accepted: they are never resent by themselves; "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from outreach.cli_base import App, campaign_option, echo, pass_app, shown
 from outreach.errors import EXIT_OK, UserError
+from outreach.text import count
 
 
 @click.command()
@@ -28,7 +30,12 @@ def report(app: App, campaign, fmt, out) -> int:
     if fmt == "json":
         from outreach.text import json_text
 
-        text = json_text(report_json(ledger, name))  # C1 and bidi controls as \u escapes: still the same JSON
+        text = report_json(ledger, name)
+        if out is None and sys.stdout.isatty():   # for a person: indented, as `status --json` is
+            import json
+
+            text = json.dumps(json.loads(text), ensure_ascii=False, indent=2) + "\n"
+        text = json_text(text)  # C1 and bidi controls as \u escapes: still the same JSON
         return _write(text, out, f"{name} (json)")
     data = build_report(ledger, name, letters="all", letters_limit=HTML_ROW_LIMIT if fmt == "html" else None)
     if fmt == "table" and out is None:
@@ -46,13 +53,11 @@ def report(app: App, campaign, fmt, out) -> int:
         text = buffer.getvalue()
     else:
         text = {"csv": to_csv, "html": to_html}[fmt](data)
-    return _write(text, out, f"{data['summary']['letters']} letters ({fmt})")
+    return _write(text, out, f"{count(data['summary']['letters'], 'letter')} ({fmt})")
 
 
 def _write(text: str, out: Path | None, what: str) -> int:
     if out is None:
-        import sys
-
         from outreach.text import visible
 
         # On a terminal no control character from the data may act; into a pipe, the file as it is.

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import click
 
 from outreach.cli_base import App, echo, echo_json, pass_app
+from outreach.text import count
 from outreach.errors import EXIT_OK, UserError, one_line
 
 
@@ -132,14 +133,15 @@ def events_ingest(app: App, file: Path) -> int:
     # running it again after an interruption stores only what is missing.
     for start in range(0, len(parsed), 10_000):
         result.add(ledger.events.ingest(parsed[start:start + 10_000]))
-    echo(f"{file}: {result.received} events, {result.stored} new ({result.duplicates} already recorded); "
-               f"{result.matched} matched letters, {result.letters_changed} letters changed state")
+    echo(f"{file}: {count(result.received, 'event')}, {result.stored} new ({result.duplicates} already "
+         f"recorded); {count(result.matched, 'matched letter')}, {count(result.letters_changed, 'letter')} "
+         "changed state")
     if result.tests:
-        echo(f"{result.tests} events were about --test-to copies: recorded, no letter changed")
+        echo(f"{count(result.tests, 'event')} about --test-to copies: recorded, no letter changed")
     if result.unmatched:
-        echo(f"{result.unmatched} events matched no letter: `outreach events unmatched` lists them")
+        echo(f"{count(result.unmatched, 'event')} matched no letter: `outreach events unmatched` lists them")
     if result.set_aside:
-        echo(f"{result.set_aside} events set aside for review ({'; '.join(sorted(set(result.aside)))}): "
+        echo(f"{count(result.set_aside, 'event')} set aside for review ({'; '.join(sorted(set(result.aside)))}): "
                    "`outreach events unmatched` lists them")
     return EXIT_OK
 
@@ -172,5 +174,5 @@ def events_unmatched(app: App, limit: int, as_json: bool) -> int:
         echo(f"{when(a.received_at)}  set aside: {a.reason}: {one_line(a.raw)[:160]}")
     if aside_total:
         shown = f" (the newest {len(aside)} shown)" if aside_total > len(aside) else ""
-        echo(f"{aside_total} events set aside for review: received, never applied to a letter{shown}")
+        echo(f"{count(aside_total, 'event')} set aside for review: received, never applied to a letter{shown}")
     return EXIT_OK

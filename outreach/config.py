@@ -428,5 +428,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: invalid TOML: {e}") from None
+        hint = ""
+        if str(e).startswith("Invalid value"):   # most often text without its quotes: name = Jordan
+            hint = '; text needs quotes (name = "Jordan Organizer"), lists brackets (states = ["VA"])'
+        raise UserError(f"{path}: invalid TOML: {e}{hint}") from None
     return Config(path.resolve(), _read_settings(data, path))

@@ -7,7 +7,7 @@ import datetime
 import functools
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from outreach.addresses import normalise_email
@@ -85,6 +85,7 @@ class ContactList:
     problems: list[Problem]
     notes: list[str]
     has_term_end: bool = False   # the list carries term_end (from `contacts import-legislators` or `refresh`)
+    rejected: dict[str, int] = field(default_factory=dict)   # a rejected row's bioguide id / email -> its line
 
     @property
     def rejected_lines(self) -> set[int]:
@@ -130,6 +131,9 @@ def read_contacts(path: str | Path) -> ContactList:
     contacts: list[Contact] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
+    rejected: dict[str, int] = {}
+    ids = [(columns.index[c], str.upper if c == "bioguide_id" else str.lower)
+           for c in ("bioguide_id", "email") if c in columns.index]
     rows = 0
     line = 1
     while True:
@@ -146,6 +150,10 @@ def read_contacts(path: str | Path) -> ContactList:
             continue
         rows += 1
         contact, row_problems = checker.check(line, cells)
+        if contact is None:   # who the row was, so a command naming them can say why they are missing
+            for i, norm in ids:
+                if i < len(cells) and cells[i].strip():
+                    rejected.setdefault(norm(cells[i].strip()), line)
         if contact is not None:
             key = contact.key
             first = seen.get(key)
@@ -163,7 +171,7 @@ def read_contacts(path: str | Path) -> ContactList:
                      f"{' or '.join(own)}: the letters use {'it' if len(own) == 1 else 'them'} "
                      "instead of the computed forms")
     return ContactList(path, encoding, "tab" if delimiter == "\t" else delimiter, rows,
-                       contacts, problems, notes, "term_end" in columns.index)
+                       contacts, problems, notes, "term_end" in columns.index, rejected)
 
 
 class _Columns:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 # Exit codes (DESIGN.md): 0 done, 1 ran but something needs attention,
 # 2 bad input or configuration and nothing was done, 3 an internal error (a bug: never 1,
 # which scripts read as "ran, needs attention"); 130 stopped by Ctrl-C or SIGTERM.
@@ -24,3 +26,10 @@ class UserError(Exception):
         self.problems = [one_line(p) for p in problems]
         self.exit_code = exit_code
         super().__init__("\n".join(self.problems))
+
+
+def missing_module(e: ModuleNotFoundError) -> str:
+    """One line for a Python that lacks what outreach needs: which module, and where to run it from."""
+    return (f"the module {e.name or '?'} is not installed for this Python ({sys.executable}): run it from the "
+            "project's environment, `.venv/bin/outreach ...` or `.venv/bin/python scheduler.py` (or "
+            "`source .venv/bin/activate` first; set-up: `python3 -m venv .venv && .venv/bin/pip install -e .`)")

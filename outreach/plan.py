@@ -71,6 +71,10 @@ class Plan:
                 for c, reason in self.left_out]
         return out
 
+    def skipped_rows(self) -> int:
+        """How many rows or recipients skipped_lines() is about (a row may have several problems)."""
+        return len({p.line for p in self.contact_list.problems}) + len(self.selection.excluded) + len(self.left_out)
+
     def find(self, who: str) -> Contact:
         """The recipient with bioguide id or email `who`, from this campaign's audience."""
         key = who.strip()
@@ -91,6 +95,11 @@ class Plan:
             if match(c):
                 raise UserError(f"{who}: in {self.contacts_path} (line {c.line}) but not in the audience "
                                 f"of campaign {self.name!r}")
+        line = self.contact_list.rejected.get(key.upper()) or self.contact_list.rejected.get(key.lower())
+        if line is not None:
+            why = "; ".join(f"{p.column}: {p.reason}" for p in self.contact_list.problems if p.line == line)
+            raise UserError(f"{who}: line {line} of {self.contacts_path} was rejected by the contact check "
+                            f"({why}); fix that row (`outreach contacts check {self.contacts_path}`)")
         raise UserError(f"{who}: no recipient with that bioguide id or email in {self.contacts_path}")
 
     def choose(self, limit: int | None = None, to: tuple[str, ...] = (), among: list[Contact] | None = None) \

@@ -48,13 +48,13 @@ def to_table(report: dict, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from outreach.text import visible
+    from outreach.text import count, visible
 
     def data(value) -> Text:
         return Text(visible(value))
 
     s = report["summary"]
-    funnel = Table(title=Text(f"{visible(s['campaign'])}: {s['letters']} letters"), title_justify="left",
+    funnel = Table(title=Text(f"{visible(s['campaign'])}: {count(s['letters'], 'letter')}"), title_justify="left",
                    box=box.SIMPLE_HEAD)
     for col in ("step", "letters", "of targeted"):
         funnel.add_column(col, justify="right" if col != "step" else "left")

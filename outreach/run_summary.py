@@ -11,6 +11,7 @@ from outreach.dispatch import DispatchSummary
 from outreach.errors import EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from outreach.plan import Plan
 from outreach.terms import REFRESH_HINT
+from outreach.text import count
 
 PREVIEW, DRY_RUN, LIVE, TEST, RETRY = "preview", "dry run", "live", "test", "retry"
 
@@ -98,7 +99,7 @@ def describe(summary: Summary, cfg) -> list[str]:
     plan, d = summary.plan, cfg.delivery
     if summary.request.mode == RETRY:
         return [*(f"  left out {line}" for line in summary.retry_left_out),
-                f"Retrying {len(summary.chosen)} letters of {plan.name} that never reached the office:",
+                f"Retrying {count(len(summary.chosen), 'letter')} of {plan.name} that never reached the office:",
                 *(f"  {r.id[:12]}  {r.email:<40} {r.status}: {r.reason or ''}" for r in summary.chosen)]
     already = ", ".join(f"{n} {s}" for s, n in sorted(plan.already.items())) or "none"
     recorded = sum(plan.already.values()) + sum(1 for c in plan.to_send if c.key in plan.known) + len(plan.waiting)
@@ -112,11 +113,11 @@ def describe(summary: Summary, cfg) -> list[str]:
         "and never sent again",
         f"  new: {plan.new}; recorded but not yet sent: {len(plan.to_send) - plan.new}"
         + (f"; waiting to retry later: {len(plan.waiting)}" if plan.waiting else ""),
-        f"  this run sends: {len(summary.chosen)} letters, at most {d.rate_per_minute:g} a minute with "
+        f"  this run sends: {count(len(summary.chosen), 'letter')}, at most {d.rate_per_minute:g} a minute with "
         f"{d.concurrency} at once (about {_duration(minutes)})",
     ]
     if plan.term_ended:
-        lines.append(f"  term ended: {plan.term_ended} recipients left out (their term is over; {REFRESH_HINT})")
+        lines.append(f"  term ended: {count(plan.term_ended, 'recipient')} left out (their term is over; {REFRESH_HINT})")
     skipped = plan.skipped_lines()
     if skipped:
         lines.append(f"  skipped: {len(skipped)}")
@@ -125,7 +126,7 @@ def describe(summary: Summary, cfg) -> list[str]:
             lines.append(f"    ... and {len(skipped) - 10} more (`outreach contacts check`, `outreach "
                          "suppressions list`)")
     if plan.filtered:
-        lines.append(f"  left out: {plan.filtered} letters recorded earlier whose recipients are no longer in the "
+        lines.append(f"  left out: {count(plan.filtered, 'letter')} recorded earlier whose recipients are no longer in the "
                      "audience or the contact list (now skipped)")
     lines += [f"  warning: {line}" for line in summary.warnings]
     return lines

@@ -13,6 +13,11 @@ _LINE_BREAKS = re.compile("[\t\r\n]")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """'1 letter', '3 letters', '1 House member': a number with its noun agreeing."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def control_characters(value: str) -> list[str]:
     """The control characters in `value`, as escapes ('\\x1b', '\\u202e'), once each, in order."""
     return list(dict.fromkeys(_escape(m.group()) for m in CONTROLS.finditer(value)))

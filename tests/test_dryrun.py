@@ -301,8 +301,9 @@ def test_invalid_rows_are_skipped_with_reasons_and_exit_1(project, outreach):
     project.write_contacts(text)
     r = outreach("--config", project.config, "send")
     assert r.code == 1
-    assert "rendered: 14 letters" in r.out and "skipped: 2" in r.out
-    assert "line 16:" in r.out
+    # Rows are counted, problems listed: one row with two bad cells is one row skipped.
+    assert "rendered: 14 letters" in r.out and "skipped: 1 row (2 problems)" in r.out
+    assert r.out.count("line 16:") == 2
 
 
 def test_live_is_never_the_default(project, outreach):

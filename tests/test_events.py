@@ -402,7 +402,7 @@ def test_events_ingest_records_an_exported_file_and_letters_show_lists_them(proj
                                 ev("open", email="someone@else.example.org")]))
     r = outreach("--config", project.config, "events", "ingest", path)
     assert r.code == 0, r.err
-    assert "3 events, 3 new" in r.out and "1 events matched no letter" in r.out
+    assert "3 events, 3 new" in r.out and "1 event matched no letter" in r.out
     assert statuses(ledger)["a"] == "delivered"
     r = outreach("--config", project.config, "events", "ingest", path)
     assert "3 events, 0 new (3 already recorded)" in r.out

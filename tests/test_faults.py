@@ -150,7 +150,7 @@ def test_released_unknown_letters_go_out_on_the_next_run(project, monkeypatch, o
         write_live_config(project, grid)
         assert outreach("--config", project.config, "send", "--live", "--yes").code == 1
         r = outreach("--config", project.config, "letters", "release", "--all-unknown", "--yes")
-        assert r.code == 0 and "1 letters released" in r.out
+        assert r.code == 0 and "1 letter released" in r.out
         assert outreach("--config", project.config, "send", "--live", "--yes").code == 0
         risch = [q for q in grid.deliveries() if q.to == "james.risch@senate.example.org"]
     assert len(risch) == 2  # once cut, once again by the operator's decision

@@ -46,7 +46,7 @@ def test_import_with_emails_then_checks_clean(shared, tmp_path, outreach):
     r = outreach("contacts", "import-legislators", up / "legislators-current.csv",
                  "--committees", up / "committee-membership-current.csv", "--emails", emails, "--out", out)
     assert r.code == 1
-    assert "1 members have no email yet" in r.out and ref[-1]["bioguide_id"] in r.out
+    assert "1 member has no email yet" in r.out and ref[-1]["bioguide_id"] in r.out
     result = read_contacts(out)
     assert len(result.contacts) == 536
     assert [p.column for p in result.problems] == ["email"]

@@ -136,7 +136,7 @@ def test_a_recorded_letter_follows_the_audience_until_it_goes_out(live, grid, ou
     live.config.write_text(config + f'\n[campaigns.korea-exception.audience]\nexclude = ["{waiting.email}"]\n')
     r = outreach("--config", live.config, "send", "--live", "--yes")
     assert r.code == 0, r.err
-    assert "left out: 1 letters recorded earlier" in r.out
+    assert "left out: 1 letter recorded earlier" in r.out
     assert waiting.email not in {d.to for d in grid.deliveries()} and len(grid.deliveries()) == 13
     row = next(x for x in campaign_letters(live) if x.id == waiting.id)
     assert row.status == "skipped" and "no longer in the audience" in row.reason
@@ -191,7 +191,7 @@ def test_declining_the_confirmation_changes_no_letter(live, grid, outreach, monk
     monkeypatch.setattr(click, "confirm", lambda *a, **k: False)
     r = outreach("--config", live.config, "send", "--live")
     assert r.code == 0 and "Nothing was sent." in r.out
-    assert "left out: 1 letters recorded earlier" in r.out
+    assert "left out: 1 letter recorded earlier" in r.out
     assert {r.id: (r.status, r.reason) for r in campaign_letters(live)} == before
     assert len(grid.deliveries()) == 5
 

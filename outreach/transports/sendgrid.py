@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -163,7 +164,8 @@ class SendGridTransport:
         # urllib wraps errors raised while connecting and writing the request in URLError:
         # the request did not (completely) leave, so trying again cannot duplicate it.
         if isinstance(e, urllib.error.URLError):
-            return SendResult("retry", error=self.scrub(f"could not reach {self.host}: {_reason(e.reason)}"))
+            return SendResult("retry", error=self.scrub(f"could not reach SendGrid at {self.host} "
+                                                        f"({_unreachable(e.reason)})"))
         # Anything raised while waiting for the answer: the request left.
         if isinstance(e, (TimeoutError, socket.timeout)):
             return SendResult("unknown", error=f"no answer within {self.timeout_s:g} s; it may have been accepted")
@@ -213,6 +215,17 @@ def _float(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _unreachable(reason) -> str:
+    """Why a connection was never made, in a user's words first."""
+    if isinstance(reason, socket.gaierror):
+        return "no network? its name does not resolve"
+    if isinstance(reason, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return "no network? no route to it"
+    return f"no network? {_reason(reason)}"
 
 
 def _reason(reason) -> str:
