@@ -24,7 +24,7 @@ from outreach.errors import UserError
 from outreach.message import Message, message_for
 from outreach.plan import Plan, plan_campaign, skipped_ids
 from outreach.run_summary import (  # noqa: F401 - the run's vocabulary, used by its callers
-    DRY_RUN, LIVE, PREVIEW, RETRY, TEST, Request, Summary, describe,
+    DRY_RUN, LIVE, PREVIEW, RETRY, TEST, Request, Summary, describe, still_sample,
 )
 
 SAMPLE_DOMAINS = ("example.org", "example.com", "example.net")
@@ -76,11 +76,11 @@ class CampaignRun:
             return self.prepare()
         if mode == TEST:
             check_test_address(self.cfg, self.request.test_to)
+        if self.records:
+            check_sender(self.cfg)   # before anything else is asked of the user (a key, say)
         transport = self.transport or self._open_transport()
         complete, lock = False, None
         try:
-            if self.records:
-                check_sender(self.cfg)
             self._open_ledger(create=self.records)
             if self.records:
                 lock = self.ledger.lock(f"send:{self._name()}", f"a send of campaign {self._name()}")
@@ -326,8 +326,8 @@ def check_sender(cfg) -> None:
     """Refuse to go live with a letter signed by a placeholder, or from the sample address."""
     sample = sample_sender(cfg)
     if sample:
-        raise UserError(f"{cfg.path}: [sender] {sample} {'is' if ' and ' not in sample else 'are'} still the "
-                        "sample's: put your own there before going live; nothing was sent")
+        raise UserError(f"{cfg.path}: [sender] {sample} {still_sample(sample)}: put your own there before going "
+                        "live; nothing was sent")
 
 
 def check_test_address(cfg, address: str | None) -> None:

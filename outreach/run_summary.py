@@ -16,6 +16,11 @@ from outreach.text import count
 PREVIEW, DRY_RUN, LIVE, TEST, RETRY = "preview", "dry run", "live", "test", "retry"
 
 
+def still_sample(sample: str) -> str:
+    """The verb for what [sender] still holds of the sample configuration."""
+    return "still holds the sample value" if " and " not in sample else "still hold the sample values"
+
+
 @dataclass(frozen=True)
 class Request:
     """What to run. `live` matters for RETRY only (without it the letters are only listed)."""
@@ -55,8 +60,9 @@ class Summary:
         run on a list that cannot tell."""
         plan, out = self.plan, []
         if self.sample_sender:
-            out.append(f"[sender] {self.sample_sender} {'is' if ' and ' not in self.sample_sender else 'are'} "
-                       "still the sample's: these letters are signed by a placeholder, and a live send "
+            signed = "these letters are signed by a placeholder, and " if "name" in self.sample_sender or \
+                "organization" in self.sample_sender else ""
+            out.append(f"[sender] {self.sample_sender} {still_sample(self.sample_sender)}: {signed}a live send "
                        "refuses them")
         if plan is None:
             return out

@@ -271,6 +271,8 @@ def test_live_without_a_terminal_needs_yes(live, grid, outreach):
 
 def test_the_sample_sender_and_the_outbox_transport_cannot_go_live(project, grid, outreach, monkeypatch):
     monkeypatch.setenv("SENDGRID_API_KEY", KEY)
+    project.config.write_text(project.config.read_text().replace("jordan@advocacy.example.org",
+                                                                 "jordan@mine-ban-advocates.org"))
     r = outreach("--config", project.config, "send", "--live", "--yes")
     assert r.code == 2 and "outbox" in r.err
     write_live_config(project, grid)
@@ -391,10 +393,10 @@ def test_no_letter_goes_out_signed_by_a_placeholder(project, grid, outreach, mon
 
 
 def test_the_date_header_has_a_numeric_zone(project, outreach):
-    import email
-    import email.policy
+    import re
 
     assert outreach("--config", project.config, "send").code == 0
-    eml = next((project.root / "outbox").rglob("*.eml"))
-    date = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)["Date"]
-    assert date.endswith(" +0000") and "GMT" not in date
+    raw = next((project.root / "outbox").rglob("*.eml")).read_bytes()
+    # The bytes as written: a parser would rewrite "GMT" as "+0000" itself.
+    assert re.search(rb"^Date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r?$", raw, re.M), raw[:400]
+    assert b"GMT" not in raw.split(b"\n\n", 1)[0]
