@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dashboard.py [LETTERS]
 
-Serves the real app (uvicorn, 127.0.0.1) over a ledger built like
+Serves the real app (Hypercorn, as `serve` does, 127.0.0.1) over a ledger built like
 bench/report.py's and times each page over HTTP, five times. Target: no page
 over 1 s.
 """

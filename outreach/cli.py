@@ -21,7 +21,7 @@ from outreach.cli_schedule import schedule
 from outreach.cli_suppressions import suppressions
 from outreach.cli_tracking import events, serve
 from outreach.errors import (
-    EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, UserError, one_line,
+    EXIT_ATTENTION, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, UserError, missing_module, one_line,
 )
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import time
 
 import click
 
 from outreach.cli_base import App, campaign_option, echo, echo_json, pass_app
 from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError
-from outreach.text import count
+from outreach.text import count, local_time, utc_iso
 
 
-def when(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
-
-
-def iso(t: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+when = local_time
+iso = utc_iso
 
 
 def _open(app: App, campaign: str | None):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from outreach.cli_base import App, echo, pass_app
 from outreach.errors import EXIT_OK, UserError
+from outreach.text import local_time
 
 
 @click.group()
@@ -21,7 +20,7 @@ def suppressions_list(app: App) -> int:
     """Every suppressed address with its reason and when."""
     rows = app.ledger().suppressions.all()
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at))
+        when = local_time(r.created_at, "%Y-%m-%d %H:%M")
         detail = f"  {r.detail}" if r.detail else ""
         echo(f"{r.email:<40} {r.reason:<12} {when}{detail}")
     echo(f"{len(rows)} suppressed addresses")

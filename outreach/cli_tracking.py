@@ -38,12 +38,12 @@ def serve(app: App, host: str, port: int) -> int:
     base = f"http://{_host_in_url(host)}:{sock.getsockname()[1]}"
     echo(f"Receiving SendGrid events on {base}{WEBHOOK_PATH} "
          f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
-    echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base), err=True)
+    echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base, sock.getsockname()[1]), err=True)
     web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token.value))
     try:
         run_server(web, sock)
     except KeyboardInterrupt:
-        pass  # uvicorn has shut down cleanly and passes Ctrl-C on: stopping is what was asked
+        pass  # stopping is what was asked
     echo("Stopped receiving events", err=True)
     return EXIT_OK
 
@@ -67,7 +67,7 @@ def _dashboard_token(cfg) -> _Token:
     return _Token(given, made=False)
 
 
-def _how_to_sign_in(cfg, token: _Token, base: str) -> str:
+def _how_to_sign_in(cfg, token: _Token, base: str, port: int) -> str:
     """How to reach the dashboard, without ever putting the token in a log.
 
     A token from the environment is the user's to know. A made one is shown as a sign-in
@@ -82,7 +82,7 @@ def _how_to_sign_in(cfg, token: _Token, base: str) -> str:
         echo(f"Sign in to the dashboard: {base}/login?token={token.value}")
         return "(a token made for this run: the sign-in link is above)"
     try:
-        path = write_token(token.value)
+        path = write_token(token.value, port)
     except OSError as e:
         raise UserError(f"cannot keep the dashboard's token in a file: {e.strerror or e}; set one in "
                         f"${cfg.dashboard.token_env} instead") from None
@@ -90,7 +90,7 @@ def _how_to_sign_in(cfg, token: _Token, base: str) -> str:
 
 
 def _listen(host: str, port: int):
-    """A listening socket, so a busy port is one line here rather than a log message from uvicorn."""
+    """A listening socket, so a busy port is one line here rather than a log message from the server."""
     import socket
 
     try:

@@ -79,14 +79,15 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def write_token(token: str) -> Path:
-    """Keep a made token in a file only its owner can read; returns the path (to log: never the token)."""
+def write_token(token: str, port: int) -> Path:
+    """Keep a made token in a file only its owner can read, one per port (so two `serve`s never
+    overwrite each other's); returns the path (to log: never the token)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME") or \
         os.path.join(os.path.expanduser("~"), ".cache")
     folder = Path(base) / "outreach"
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    path = folder / "dashboard-token"
+    path = folder / f"dashboard-token-{port}"
     # Never through a link someone left in its place.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
@@ -246,7 +247,9 @@ def _safe_next(target: str) -> str:
 
 
 def _when(t: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
+    from outreach.text import local_time
+
+    return local_time(t, "%Y-%m-%d %H:%M")
 
 
 def _campaign_rows(cfg, ledger) -> list[dict]:

@@ -28,6 +28,11 @@ class UserError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class LedgerFailure(UserError):
+    """The ledger's database failed under us (disk full, locked too long, unreachable): one line
+    saying what happened and what is safe, never a traceback with SQL."""
+
+
 def missing_module(e: ModuleNotFoundError) -> str:
     """One line for a Python that lacks what outreach needs: which module, and where to run it from."""
     return (f"the module {e.name or '?'} is not installed for this Python ({sys.executable}): run it from the "

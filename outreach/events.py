@@ -186,17 +186,20 @@ def parse_event(obj: Any, raw: str | None = None) -> Event:
             dedupe_key=dedupe_key(obj), raw=raw if raw is not None else _CANONICAL.encode(obj))
         # What is stored must be text a database takes: a lone surrogate ("\ud800") is not. Text
         # decoded from bytes holds none, so only an escape in the event's own text can make one.
-        if raw is None or ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)):
+        # Nor is a NUL in PostgreSQL's text; both come only from a \u escape.
+        if raw is None or ("\\u" in raw and _UNSTORABLE_ESCAPE.search(raw)):
             for value in (event.event, event.email, event.sg_event_id, event.sg_message_id, event.letter_id,
                           event.test_of, event.type, event.detail, event.raw):
                 if value is not None:
                     value.encode("utf-8")
+                    if "\x00" in value:
+                        raise EventError(["holds a NUL character (\\u0000), which no text column stores"])
     except UnicodeEncodeError:
         raise EventError(["holds text that is not valid Unicode (a lone surrogate)"]) from None
     return event
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")   # a surrogate or NUL, escaped
 
 
 def _deeper_than(obj: Any, limit: int) -> bool:

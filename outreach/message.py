@@ -76,7 +76,10 @@ def encode_text_header(value: str) -> str:
     if value.isascii():
         if len(value) <= 76:
             return value
-        return _fold_ascii(value)
+        # Folding happens only at spaces: a longer run of text (data from a contact cell, say)
+        # is encoded instead, in pieces, so no line passes 998 characters.
+        if max(map(len, value.split(" "))) <= 76:
+            return _fold_ascii(value)
     return Header(value, "utf-8", maxlinelen=76).encode(linesep="\n")
 
 

@@ -164,7 +164,10 @@ def _label(iso: str, unit: str | None) -> str:
     """'2026-11-25T15:00:00Z' -> '25 Nov 15:00 UTC' (hours) or '25 Nov' (days)."""
     import datetime as dt
 
-    t = dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+    try:
+        t = dt.datetime.strptime(iso or "", "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:   # a year past 9999, or none: shown as it is
+        return iso or "?"
     return t.strftime("%d %b %H:%M UTC") if unit == "hour" else t.strftime("%d %b %Y")
 
 

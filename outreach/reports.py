@@ -15,6 +15,7 @@ from collections import Counter
 
 from outreach import states, terms
 from outreach.ledger.report_queries import LETTER_KEYS
+from outreach.text import utc_iso
 
 FUNNEL = states.FUNNEL
 BESIDE = states.BESIDE
@@ -23,8 +24,7 @@ COMMITTEES = {"SSAS": "Senate Armed Services", "SSFR": "Senate Foreign Relations
 DEFERRED_TOO_LONG_S = 86400
 
 
-def _iso(t: float | None) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+_iso = utc_iso
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -4,6 +4,7 @@ spreadsheet (no cell is a formula). Contact lists and SendGrid's events come fro
 from __future__ import annotations
 
 import re
+import time
 
 # C0 and C1 controls (tab, CR and LF aside: quoted cells may hold line breaks), DEL, and the
 # bidirectional overrides and isolates that reorder what a reader sees (U+202A-E, U+2066-9).
@@ -11,6 +12,27 @@ CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\
 _LINE_BREAKS = re.compile("[\t\r\n]")
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV injection).
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def utc_iso(t: float | None) -> str | None:
+    """UTC ISO 8601 for a stored time; 0 (1970) is a time like any other, and one no calendar
+    holds (a hand-edited ledger) shows as missing rather than breaking a view."""
+    if t is None:
+        return None
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def local_time(t: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A stored time in this machine's zone, for people; "" for none, "?" for one no calendar holds."""
+    if t is None:
+        return ""
+    try:
+        return time.strftime(fmt, time.localtime(t))
+    except (OverflowError, OSError, ValueError):
+        return "?"
 
 
 def count(n: int, singular: str, plural: str | None = None) -> str:

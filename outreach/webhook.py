@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Callable, Sequence
 
 from outreach.errors import UserError, one_line
+from outreach.text import count
 
 WEBHOOK_PATH = "/webhooks/sendgrid"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -28,6 +29,8 @@ BODY_IDLE_S = 5.0
 BODY_TIME_S = 30.0
 # A post that finds the memory budget full waits this long for room before it is refused (503).
 BUDGET_WAIT_S = 8.0
+# A connection with no request under way (new, half a header, kept alive) is closed after this long.
+IDLE_CONNECTION_S = 5.0
 
 log = logging.getLogger("outreach.webhook")
 
@@ -207,8 +210,8 @@ class EventReceiver:
             log.debug("the failure in full", exc_info=True)
             return JSONResponse({"error": "could not store the events; retry later"}, status_code=503)
         for reason in sorted(set(result.aside)):
-            log.warning("set aside for review (`outreach events unmatched`): %d events %s",
-                        result.aside.count(reason), reason)
+            log.warning("set aside for review (`outreach events unmatched`): %s, %s",
+                        count(result.aside.count(reason), "event"), reason)
         log.info("stored %d of %d events (%d duplicates, %d unmatched); %d letters changed state",
                  result.stored, result.received, result.duplicates, result.unmatched, result.letters_changed)
         return JSONResponse(result.as_dict())
@@ -262,18 +265,47 @@ class EventReceiver:
         self.buffered += n
 
 
+def server_config(sock):
+    """Hypercorn's settings for `serve`, taking over the listening socket `sock` (closed here:
+    Hypercorn owns a copy). A connection that sends no request within
+    IDLE_CONNECTION_S (a bare socket, half a header, a kept-alive one gone quiet) is closed,
+    so idle sockets cannot pile up; there is no connection limit for them to use up either.
+    Bodies are timed by EventReceiver. No access log: a dashboard sign-in link carries its
+    token in the query string, and a log is no place for it."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]
+    sock.close()
+    config.keep_alive_timeout = IDLE_CONNECTION_S
+    config.read_timeout = IDLE_CONNECTION_S * 6   # no byte at all for this long, whatever the state
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")   # through our logging, once
+    config.include_server_header = False
+    return config
+
+
+async def serve_app(app, sock, shutdown_trigger=None) -> None:
+    """Serve `app` on `sock` until `shutdown_trigger()` returns (default: Ctrl-C or SIGTERM)."""
+    from hypercorn.asyncio import serve
+
+    # A connection cut off while its data was still coming ends its task cancelled; asyncio
+    # would print that as a traceback, though nothing went wrong.
+    asyncio.get_running_loop().set_exception_handler(_quiet_cancellations)
+    await serve(app, server_config(sock), shutdown_trigger=shutdown_trigger, mode="asgi")
+
+
+def _quiet_cancellations(loop, context: dict) -> None:
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        log.debug("a connection's task was cancelled as it closed: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
 def run_server(app, sock) -> None:
-    """Serve `app` on a listening socket until Ctrl-C, as `outreach serve` does.
-
-    No connection limit of uvicorn's: idle sockets would use it up, and every post would
-    be refused. Bodies are timed by EventReceiver; a reverse proxy in front times headers
-    (see the README's Security section). The access log is off: a dashboard sign-in link
-    carries its token in the query string, and a log is no place for it.
-    """
-    import uvicorn
-
+    """Serve `app` on a listening socket until Ctrl-C or SIGTERM, as `outreach serve` does."""
     _allow_many_sockets()
-    uvicorn.Server(uvicorn.Config(app, log_level="info", server_header=False, access_log=False)).run(sockets=[sock])
+    asyncio.run(serve_app(app, sock))
 
 
 def _allow_many_sockets() -> None:

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "outreach"
 THIRD_PARTY = {"apscheduler", "sqlalchemy", "sendgrid", "python_http_client", "jinja2", "click", "rich",
-               "starlette", "uvicorn", "pandas", "email_validator", "holidays", "cryptography", "markupsafe"}
+               "starlette", "hypercorn", "pandas", "email_validator", "holidays", "cryptography", "markupsafe"}
 TRANSPORT_NAMES = {"sendgrid", "smtp", "outbox", "memory"}
 
 

@@ -263,7 +263,7 @@ def test_serve_makes_a_token_kept_in_an_owner_only_file_and_the_webhook_still_wo
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_port(port, 30, server)
-        token_file = tmp_path / "outreach" / "dashboard-token"
+        token_file = tmp_path / "outreach" / f"dashboard-token-{port}"
         token = token_file.read_text().strip()
         assert len(token) >= MIN_TOKEN and token_file.stat().st_mode & 0o777 == 0o600
         assert get(url + "/")[0] == 401

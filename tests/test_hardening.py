@@ -51,8 +51,11 @@ def test_a_signed_post_is_answered_while_idle_and_stalled_connections_are_open(p
     idle, stallers, answers = [], [], []
     try:
         wait_for_port(port, 30, server)
-        # 300 connections that say nothing at all.
+        # 300 connections that say nothing at all, and one that stops halfway through its headers.
         idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(300)]
+        half = socket.create_connection(("127.0.0.1", port), timeout=30)
+        half.sendall(b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        idle.append(half)
         # 10 that look signed, claim 16 MB, send 15 MB each (more than the 64 MB the server
         # holds for bodies being read, even with what the kernel buffers) and stall.
         looks_signed = signed(signing_key, b"anything")
@@ -73,8 +76,14 @@ def test_a_signed_post_is_answered_while_idle_and_stalled_connections_are_open(p
         assert statuses(ledger)["a"] == "opened"
         for t in stallers:
             t.join(60)
-        # Each stalled sender was cut off (408) or, waiting for room, turned away (503): none holds on.
-        assert len(answers) == 10 and {a[9:12] for a in answers} <= {"408", "503"}, answers
+        # Each stalled sender was cut off (408, or its connection closed under it) or, waiting for
+        # room, turned away (503): none holds on.
+        assert not any(t.is_alive() for t in stallers)
+        assert len(answers) == 10 and all(a[9:12] in ("408", "503") or a.endswith("Error") for a in answers), answers
+        # And the idle ones were closed by the server, the half-sent header too: none piles up.
+        for s in idle[::30] + [half]:
+            s.settimeout(5)
+            assert s.recv(100) == b"", "an idle connection is still open"
     finally:
         for s in idle:
             s.close()
@@ -131,6 +140,65 @@ def test_events_ingest_of_such_an_event_is_one_line_not_an_internal_error(projec
     assert_no_traceback(r)
 
 
+def test_an_event_holding_a_nul_is_set_aside_on_any_database(tracked, signing_key, project, outreach, tmp_path):
+    """PostgreSQL's text holds no NUL: such an event is set aside, whatever database the ledger is."""
+    body = ('[{"event":"delivered","timestamp":%d,"email":"p\\u0000@x.org","letter_id":"a","sg_event_id":"nul"},'
+            '{"event":"bounce","timestamp":%d,"letter_id":"c","reason":"550 \\u0000","sg_event_id":"nul2"},'
+            '{"event":"delivered","timestamp":%d,"letter_id":"b","sg_event_id":"fine"}]' % (T0, T0, T0)).encode()
+    code, answer = post(tracked.url, body, signed(signing_key, body))
+    assert code == 200 and (answer["stored"], answer["set_aside"]) == (1, 2), answer
+    assert all("NUL" in a.reason for a in tracked.ledger.events.set_aside())
+    path = tmp_path / "export.json"
+    path.write_bytes(body)
+    r = outreach("--config", project.config, "events", "ingest", path)
+    lines = r.err.strip().splitlines()   # one line per bad event, naming it
+    assert r.code == 2 and [("event 0" in lines[0], "event 1" in lines[1])] == [(True, True)]
+    assert all("NUL" in line for line in lines) and len(lines) == 2
+    assert_no_traceback(r)
+
+
+def test_a_lock_met_on_the_hot_path_is_one_line_saying_what_is_safe(tmp_path):
+    """The webhook's statements run on the driver's cursor: its own errors are translated too."""
+    import sqlite3
+
+    from sqlalchemy import insert as sa_insert
+
+    from outreach.errors import LedgerFailure
+    from outreach.ledger import schema as S
+    from outreach.ledger.prepared import Prepared
+
+    ledger = ledger_with_letters(tmp_path, {"a": "accepted"})
+    holder = sqlite3.connect(tmp_path / "outreach.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(LedgerFailure) as e:
+            with ledger.write() as db:
+                db.exec_driver_sql("PRAGMA busy_timeout=100")   # not 30 s: the test need not wait
+                stmt = Prepared.of(db.dialect, "test-insert", 1, lambda n: sa_insert(S.suppressions))
+                stmt.run_many(db, [{"email_key": "x@y.org", "email": "x@y.org", "reason": "manual",
+                                    "created_at": 1.0}])
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "stayed locked by another process" in str(e.value) and "no letter is sent twice" in str(e.value)
+    assert e.value.exit_code == 1
+
+
+def test_no_header_line_passes_998_characters_whatever_a_cell_holds(project, outreach):
+    text = (ROOT / "contacts" / "sample.csv").read_text()
+    (project.root / "contacts.csv").write_text(text.replace("706 Hart Senate Office Building", "Z" * 3000))
+    project.write_config(extra='subject = "For the office at {{ member.office_address }}"\n')
+    assert "subject" in project.config.read_text()
+    r = outreach("--config", project.config, "preview", "--to", "S001198", "--format", "eml", "--out",
+                 project.root / "outbox")
+    assert r.code == 0, r.err
+    raw = next((project.root / "outbox").rglob("*.eml")).read_bytes()
+    head = raw.split(b"\n\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\n")) <= 998
+    subject = email.message_from_bytes(raw, policy=email.policy.default)["Subject"]
+    assert subject.startswith("For the office at ZZZZ") and "Z" * 3000 in subject
+
+
 # -- data that would break the views for good --------------------------------------------------------------
 
 def test_an_event_dated_1970_or_next_week_is_kept_for_review_and_every_view_still_works(
@@ -173,6 +241,20 @@ def test_every_view_survives_whatever_the_events_held(project, outreach, seed):
     from outreach.events import parse_post
 
     ledger.events.ingest(*parse_post(json.dumps(events)))
+    # And whatever a ledger written before these checks (or edited by hand) holds: times at 0,
+    # 1970, before 1970, and past the year 9999.
+    from sqlalchemy import insert, update
+
+    from outreach.ledger import schema as S
+
+    campaign_id = ledger.campaigns.id("korea-exception")
+    with ledger.write() as db:
+        for i, t in enumerate([0, 1, -86400, 1e11, 3e11]):
+            db.execute(update(S.letters).where(S.letters.c.id == f"l{i}")
+                       .values(status="delivered", accepted_at=t, last_event_at=t, last_event="delivered"))
+            db.execute(insert(S.events).values(letter_id=f"l{i}", campaign_id=campaign_id, matched_by="letter_id",
+                                               event="delivered", dedupe_key=f"raw-{seed}-{i}", occurred_at=t,
+                                               received_at=t, raw="{}"))
     for fmt in ("html", "json", "csv", "table"):
         r = outreach("--config", project.config, "report", "--format", fmt)
         assert r.code == 0, (fmt, r.err)
@@ -327,7 +409,7 @@ def test_a_full_disk_is_one_line_saying_what_is_safe(project, outreach, monkeypa
         write_live_config(project, grid, concurrency=1)
         r = outreach("--config", project.config, "send", "--live", "--yes")
         sent = len(grid.deliveries())
-    assert r.code == 1 and "the disk is full: the ledger" in r.err and "nothing was sent twice" in r.err
+    assert r.code == 1 and "the disk is full: the ledger" in r.err and "no letter is sent twice" in r.err
     assert len(r.err.strip().splitlines()) == 1 and "UPDATE letters" not in r.err
     assert_no_traceback(r)
     monkeypatch.setattr(letters, "_claims", real)

@@ -156,6 +156,12 @@ def test_the_signed_webhook_and_the_dashboard_on_postgresql(project, pg_url, sig
         code, answer = post(server.url, body, signed(signing_key, body))
         assert code == 200 and answer["stored"] == 1
         assert post(server.url, body, signed(signing_key, body))[1]["stored"] == 0  # a duplicate
+        # A NUL, which PostgreSQL's text refuses, costs only its own event.
+        nul = ('[{"event":"open","timestamp":%d,"letter_id":"%s","sg_event_id":"pg-nul","useragent":"x",'
+               '"email":"a\\u0000@x.org"},{"event":"open","timestamp":%d,"letter_id":"%s","sg_event_id":"pg-open"}]'
+               % (int(time.time()), moylan.id, int(time.time()), moylan.id)).encode()
+        code, answer = post(server.url, nul, signed(signing_key, nul))
+        assert code == 200 and (answer["stored"], answer["set_aside"]) == (1, 1), answer
         root = base(server)
         page = get(root + "/campaigns/korea-exception", BEARER)
         assert page[0] == 200

@@ -27,7 +27,7 @@ from test_events import T0, ev, ledger_with_letters, statuses, stored_events
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
 
 from outreach.config import load_config
-from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, create_app, load_public_key
+from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, create_app, load_public_key, serve_app
 
 PATH = "/webhooks/sendgrid"
 
@@ -54,27 +54,38 @@ def signed(private_key, body: bytes, timestamp: int | None = None) -> dict:
 
 
 class WebhookServer:
-    """uvicorn serving the app in a background thread on a free port of 127.0.0.1."""
+    """The app served as `outreach serve` serves it (Hypercorn, its settings), in a background
+    thread on a free port of 127.0.0.1."""
 
     def __init__(self, app):
-        import uvicorn
-
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}{PATH}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.app = app
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def main():
+            self.loop, self.stop = asyncio.get_running_loop(), asyncio.Event()
+
+            async def until_stopped():
+                self.started.set()
+                await self.stop.wait()
+
+            await serve_app(self.app, self.sock, shutdown_trigger=until_stopped)
+
+        asyncio.run(main())
 
     def __enter__(self) -> "WebhookServer":
         self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started:
-            assert time.time() < deadline, "the webhook server did not start"
-            time.sleep(0.01)
+        assert self.started.wait(10), "the webhook server did not start"
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
+        self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(10)
 
 

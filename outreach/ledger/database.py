@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from outreach.config import sqlite_file
-from outreach.errors import EXIT_ATTENTION, UserError
+from outreach.errors import EXIT_ATTENTION, LedgerFailure, UserError
 from outreach.ledger import schema as S
 from outreach.ledger.campaigns import Campaigns
 from outreach.ledger.event_store import EventStore
@@ -160,11 +160,6 @@ def safe_url(url: str) -> str:
         return "(the [database] url, which is not a valid URL)"
 
 
-class LedgerFailure(UserError):
-    """The ledger's database failed under us (disk full, locked too long, unreachable): one line
-    saying what happened and what is safe, never a traceback with SQL."""
-
-
 # What the database said -> what happened, in words (SQLite's and PostgreSQL's wordings).
 FAILURES = (
     (("disk is full", "no space left", "could not extend file", "could not write to file"),
@@ -186,8 +181,8 @@ def failure(e: OperationalError, url: str) -> UserError:
     where = sqlite_file(url) or safe_url(url)
     for words, said in FAILURES:
         if any(w in lowered for w in words):
-            return LedgerFailure(f"{said.format(where=where, detail=detail[:160])}; letters in flight stay "
-                                 "`sending` and are `unknown` at the next run; nothing was sent twice",
+            return LedgerFailure(f"{said.format(where=where, detail=detail[:160])}; what was recorded is kept, "
+                                 "and no letter is sent twice (one caught in flight is `unknown` at the next run)",
                                  exit_code=EXIT_ATTENTION)
     return e
 

@@ -44,15 +44,27 @@ class Prepared:
         try:
             cursor.execute(self.sql, args)
             return cursor.fetchall()
+        except db.dialect.dbapi.OperationalError as e:
+            raise _as_sqlalchemy(self.sql, args, e) from None
         finally:
             cursor.close()
 
     def run_many(self, db, rows: list[dict]) -> None:
         cursor = db.connection.cursor()
+        args = [self.args(r) for r in rows]
         try:
-            cursor.executemany(self.sql, [self.args(r) for r in rows])
+            cursor.executemany(self.sql, args)
+        except db.dialect.dbapi.OperationalError as e:
+            raise _as_sqlalchemy(self.sql, args[:1], e) from None
         finally:
             cursor.close()
+
+
+def _as_sqlalchemy(sql: str, args, e: Exception):
+    """The driver's own error (disk full, locked) as SQLAlchemy's, which the ledger turns into one line."""
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError(sql, args, e)
 
 
 def keys(size: int) -> list:

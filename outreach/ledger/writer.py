@@ -18,6 +18,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from outreach.errors import LedgerFailure
+
 # How one kind of operation is written: (db, payloads) -> one result per payload.
 Handler = Callable[[Any, list], list]
 
@@ -96,11 +98,12 @@ class GroupWriter:
             with self.ledger.write() as db:
                 results = self._apply(db, group)
         except BaseException as e:  # noqa: BLE001 - handed to the callers
-            if len(group) > 1:
+            if len(group) > 1 and not isinstance(e, LedgerFailure):
                 for op in group:  # alone, each in its own transaction: the bad one fails by itself
                     self._write([op])
-            else:
-                self._fail(group[0], e)
+            else:   # the database itself failed (full, locked, gone): trying each alone would only wait again
+                for op in group:
+                    self._fail(op, e)
             return
         for op, result in zip(group, results):
             if op.future is not None:
