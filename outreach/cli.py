@@ -134,8 +134,10 @@ def run(argv: list[str] | None = None) -> int:
         click.echo("outreach: aborted; nothing more was done", err=True)
         return EXIT_ATTENTION
     except UserError as e:
-        for problem in e.problems:
-            click.echo(f"outreach: {problem}", err=True)
+        from outreach.text import visible
+
+        for problem in e.problems:   # a problem may quote a cell: no control character acts on the terminal
+            click.echo(f"outreach: {visible(problem)}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("outreach: interrupted", err=True)

@@ -189,6 +189,10 @@ class _Columns:
 def _columns(path: Path, header: list[str]) -> _Columns:
     names, shown = [], []
     for i, cell in enumerate(header):
+        found = control_characters(cell)
+        if found:
+            raise UserError(f"{path}: line 1, column {i + 1}: the header holds control characters "
+                            f"({', '.join(found)}): remove them")
         name = normalise_header(cell) or f"column_{i + 1}"
         if name in names:
             first = shown[names.index(name)]

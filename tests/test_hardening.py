@@ -440,3 +440,12 @@ def test_secrets_are_scrubbed_whole_and_by_what_they_start_with():
     assert scrub("refused: Bearer SG.abcdefghijklmnop.qrstuvwxyz!") == "refused: Bearer ***!"
     assert "abcdefgh" not in scrub("header value b'Bearer SG.abcdefghij...'")
     assert scrub("nothing secret here") == "nothing secret here"
+
+
+def test_control_characters_in_the_header_row_are_one_line_and_never_reach_the_terminal(tmp_path, outreach):
+    path = tmp_path / "list.csv"
+    path.write_text("email,full_name,chamber,state,district,\x1b]0;pwned\x07party\n"
+                    "a@house.example.org,A B,house,AL,1,R\n", encoding="utf-8")
+    r = outreach("contacts", "check", path)
+    assert r.code == 2 and "line 1, column 6: the header holds control characters" in r.err
+    assert "\x1b" not in r.err and "\x07" not in r.err and len(r.err.strip().splitlines()) == 1
