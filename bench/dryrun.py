@@ -54,7 +54,11 @@ MAILMERGE_TEMPLATE = r"""{% import "_content.j2" as c -%}
 {%- set title = "Senator" if senate else ("Resident Commissioner" if state == "PR" else ("Delegate" if state in ["DC", "AS", "GU", "MP", "VI"] else "Representative")) -%}
 {%- set codes = committees.split(";") -%}
 {%- set m = {"is_senator": senate, "armed_services_committee": ("Senate" if senate else "House") ~ " Armed Services Committee",
-             "foreign_affairs_committee": "Senate Foreign Relations Committee" if senate else "House Foreign Affairs Committee"} -%}
+             "foreign_affairs_committee": "Senate Foreign Relations Committee" if senate else "House Foreign Affairs Committee",
+             "armed_services_role": "", "foreign_affairs_role": ""} -%}
+{%- set asks = (c.senate_asks if senate else c.house_asks)
+               + (c.armed_services_asks if "SSAS" in codes or "HSAS" in codes else [])
+               + (c.foreign_affairs_asks if "SSFR" in codes or "HSFA" in codes else []) -%}
 {%- set s = {"organization": "Bench Advocacy Network"} -%}
 TO: "{{ full_name }}" <{{ email }}>
 SUBJECT: End the Korea landmine exception and join the Mine Ban Treaty
@@ -73,15 +77,8 @@ Dear {{ title }} {{ last_name }}:
 
 {{ c.opening(m, s) | wordwrap(72) }}
 
-{{ c.policy | wordwrap(72) }}
-
-{{ c.case | wordwrap(72) }}
-
-{{ c.norm | wordwrap(72) }}
-{% if senate %}
-
-{{ c.senate | wordwrap(72) }}
-{% endif %}{% if "SSAS" in codes or "HSAS" in codes %}
+{{ (c.role_senate if senate else c.role_house) | wordwrap(72) }}
+{% if "SSAS" in codes or "HSAS" in codes %}
 
 {{ c.armed_services(m) | wordwrap(72) }}
 {% endif %}{% if "SSFR" in codes or "HSFA" in codes %}
@@ -89,11 +86,18 @@ Dear {{ title }} {{ last_name }}:
 {{ c.foreign_affairs(m) | wordwrap(72) }}
 {% endif %}
 
+{{ c.policy | wordwrap(72) }}
+
+{{ c.need | wordwrap(72) }}
+
+{{ c.allies | wordwrap(72) }}
+
+{{ c.norm | wordwrap(72) }}
+
 {{ c.asks_intro }}
 
-  1. {{ c.ask_exception | wordwrap(67) }}
-  2. {{ c.ask_accession | wordwrap(67) }}
-  3. {{ c.ask_vote | wordwrap(67) }}
+{% for ask in asks %}  {{ loop.index }}. {{ ask | wordwrap(67) }}
+{% endfor %}
 
 {{ c.closing | wordwrap(72) }}
 
@@ -110,14 +114,15 @@ Content-Type: text/html; charset=utf-8
 <p>The Honorable {{ full_name }}<br>{{ "United States Senate" if senate else "U.S. House of Representatives" }}<br>{{ office_address or "Washington, DC" }}</p>
 <p>Dear {{ title }} {{ last_name }}:</p>
 <p>{{ c.opening(m, s) }}</p>
-<p>{{ c.policy }}</p>
-<p>{{ c.case }}</p>
-<p>{{ c.norm }}</p>
-{% if senate %}<p>{{ c.senate }}</p>{% endif %}
+<p>{{ c.role_senate if senate else c.role_house }}</p>
 {% if "SSAS" in codes or "HSAS" in codes %}<p>{{ c.armed_services(m) }}</p>{% endif %}
 {% if "SSFR" in codes or "HSFA" in codes %}<p>{{ c.foreign_affairs(m) }}</p>{% endif %}
+<p>{{ c.policy }}</p>
+<p>{{ c.need }}</p>
+<p>{{ c.allies }}</p>
+<p>{{ c.norm }}</p>
 <p>{{ c.asks_intro }}</p>
-<ol><li>{{ c.ask_exception }}</li><li>{{ c.ask_accession }}</li><li>{{ c.ask_vote }}</li></ol>
+<ol>{% for ask in asks %}<li>{{ ask }}</li>{% endfor %}</ol>
 <p>{{ c.closing }}</p>
 <p>Sincerely,</p>
 <p>Bench Organizer<br>Bench Advocacy Network<br>organizer@advocacy.example.org</p>
