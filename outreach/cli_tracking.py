@@ -17,12 +17,15 @@ from outreach.errors import EXIT_OK, UserError, one_line
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="The port.")
+@click.option("--dashboard-only", is_flag=True,
+              help="Serve the dashboard alone, before SendGrid is set up: webhook posts are answered 503.")
 @pass_app
-def serve(app: App, host: str, port: int) -> int:
+def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
     """Receive SendGrid's signed Event Webhook on POST /webhooks/sendgrid, and serve the read-only dashboard.
 
     The verification key comes from the variable named by [sendgrid]
-    webhook_public_key_env (default SENDGRID_WEBHOOK_PUBLIC_KEY). Stop with Ctrl-C.
+    webhook_public_key_env (default SENDGRID_WEBHOOK_PUBLIC_KEY); without it
+    `serve` refuses to start, unless --dashboard-only. Stop with Ctrl-C.
     """
     import logging
 
@@ -30,16 +33,21 @@ def serve(app: App, host: str, port: int) -> int:
     from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env, run_server
 
     cfg = app.config
-    key = public_key_from_env(cfg)
+    key = None if dashboard_only else public_key_from_env(cfg)
     token = _dashboard_token(cfg)
     ledger = app.ledger()
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{_host_in_url(host)}:{sock.getsockname()[1]}"
-    echo(f"Receiving SendGrid events on {base}{WEBHOOK_PATH} "
-         f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
+    if dashboard_only:
+        echo(f"The webhook is off (--dashboard-only): posts to {base}{WEBHOOK_PATH} are answered 503, and "
+             "SendGrid retries them for up to 24 hours; Ctrl-C stops", err=True)
+    else:
+        echo(f"Receiving SendGrid events on {base}{WEBHOOK_PATH} "
+             f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
     echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base, sock.getsockname()[1]), err=True)
-    web = create_app(cfg, ledger, public_key=key, routes=dashboard_routes(cfg, ledger, token.value))
+    web = create_app(cfg, ledger, public_key=key, webhook=not dashboard_only,
+                     routes=dashboard_routes(cfg, ledger, token.value))
     try:
         run_server(web, sock)
     except KeyboardInterrupt:

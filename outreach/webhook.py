@@ -62,7 +62,8 @@ def public_key_from_env(cfg):
     text = os.environ.get(env, "").strip()
     if not text:
         raise UserError(f"${env} is not set: put the Signed Event Webhook's verification key in it (SendGrid: "
-                        f"Settings > Mail Settings > Event Webhook); [sendgrid] webhook_public_key_env names it")
+                        f"Settings > Mail Settings > Event Webhook), or start `outreach serve --dashboard-only` "
+                        "to look at the dashboard before SendGrid is set up")
     try:
         return load_public_key(text)
     except ValueError as e:
@@ -98,28 +99,43 @@ def timestamp_problem(timestamp: str, now: float, max_age_s: float) -> str | Non
 
 # -- the app ----------------------------------------------------------------------------------------
 
-def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Callable[[], float] = time.time):
+def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Callable[[], float] = time.time,
+               webhook: bool = True):
     """The Starlette app: POST /webhooks/sendgrid, plus any `routes` a caller adds (a dashboard, say).
 
-    `public_key` defaults to the one in the environment, read once here.
+    `public_key` defaults to the one in the environment, read once here. With `webhook` false
+    (`serve --dashboard-only`) no key is read and every post is answered 503, saying why.
     """
     import contextlib
 
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    key = public_key if public_key is not None else public_key_from_env(cfg)
-    receiver = EventReceiver(ledger.events.submit, key, cfg.webhook.max_age_s, cfg.webhook.max_body_bytes, clock)
+    if webhook:
+        key = public_key if public_key is not None else public_key_from_env(cfg)
+        receiver = EventReceiver(ledger.events.submit, key, cfg.webhook.max_age_s, cfg.webhook.max_body_bytes, clock)
+        endpoint = receiver.handle
+    else:
+        endpoint = _webhook_off
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         ledger.close()  # what was accepted is stored before the server exits
 
-    app = Starlette(routes=[Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]), *routes], lifespan=lifespan)
+    app = Starlette(routes=[Route(WEBHOOK_PATH, endpoint, methods=["POST"]), *routes], lifespan=lifespan)
     app.state.cfg = cfg
     app.state.ledger = ledger
     return app
+
+
+async def _webhook_off(request):
+    """POST /webhooks/sendgrid under `serve --dashboard-only`: refused for now, so SendGrid retries it later."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": "the webhook is off: this server was started with --dashboard-only; "
+                                  "SendGrid retries the post later"},
+                        status_code=503, headers={"Connection": "close"})
 
 
 class ServerBusy(Exception):

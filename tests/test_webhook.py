@@ -359,6 +359,44 @@ def test_outreach_serve_receives_signed_events_until_stopped(project, signing_ke
     assert "Traceback" not in err
 
 
+def test_the_missing_key_error_names_the_way_to_the_dashboard(project, outreach, monkeypatch):
+    monkeypatch.delenv("SENDGRID_WEBHOOK_PUBLIC_KEY", raising=False)
+    r = outreach("--config", project.config, "serve", "--port", "0")
+    assert r.code == 2 and "outreach serve --dashboard-only" in r.err
+
+
+def test_serve_dashboard_only_needs_no_key_and_answers_webhook_posts_503_saying_why(project, signing_key):
+    env = {k: v for k, v in os.environ.items() if k != "SENDGRID_WEBHOOK_PUBLIC_KEY"}
+    env["OUTREACH_DASHBOARD_TOKEN"] = "t" * 32
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "serve",
+                             "--dashboard-only", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert "The webhook is off (--dashboard-only)" in first and f":{port}{PATH}" in first
+        deadline = time.time() + 15
+        while True:
+            try:
+                code, answer = send(SimpleNamespace(url=f"http://127.0.0.1:{port}{PATH}"), signing_key, GOOD)
+                break
+            except urllib.error.URLError:
+                assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.05)
+        assert code == 503 and "--dashboard-only" in answer["error"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/login") as page:
+            assert page.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "t" * 32 not in err
+    # One line says the webhook is off; no line per refused post.
+    assert (first + err).count("webhook is off") == 1
+
+
 def test_serve_on_a_busy_port_is_one_line(project, outreach, monkeypatch, signing_key):
     monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", public_b64(signing_key))
     with socket.create_server(("127.0.0.1", 0)) as busy:
