@@ -49,27 +49,44 @@ def config_group() -> None:
 @config_group.command("check")
 @pass_app
 def config_check(app: App) -> int:
-    """Validate config.toml and say what it sets up (secrets are never shown)."""
+    """Validate config.toml, render every campaign's letters, and say what it sets up (secrets are never shown)."""
     from outreach.ledger import safe_url
+    from outreach.plan import render_every_letter
+    from outreach.text import count, visible
 
     cfg = app.config
     click.echo(f"{cfg.path}: valid")
     click.echo(f"  sender: {cfg.sender.name} <{cfg.sender.email}>")
     click.echo(f"  transport: {cfg.delivery.transport}; database: {safe_url(cfg.database_url)}")
-    any_missing = False
+    problems = 0
     for name, campaign in sorted(cfg.campaigns.items()):
-        problems = []
-        for label, path in (("contacts", campaign.contacts), ("templates", campaign.templates)):
-            if not cfg.resolve(path).exists():
-                problems.append(f"{label} {path} not found")
-        any_missing = any_missing or bool(problems)
-        state = "; ".join(problems) if problems else "ok"
-        click.echo(f"  campaign {name}: {campaign.contacts} + {campaign.templates}: {state}")
+        missing = [f"{label} {path} not found"
+                   for label, path in (("contacts", campaign.contacts), ("templates", campaign.templates))
+                   if not cfg.resolve(path).exists()]
+        head = f"  campaign {name}: {campaign.contacts} + {campaign.templates}"
+        if missing:
+            problems += 1
+            click.echo(f"{head}: {'; '.join(missing)}")
+            continue
+        try:
+            plan = render_every_letter(cfg, name)
+        except UserError as e:
+            problems += 1
+            click.echo(f"{head}: {visible('; '.join(e.problems))}")
+            continue
+        rendered = len(plan.selection.recipients)
+        skipped = len({p.line for p in plan.contact_list.problems})
+        note = (f"; {count(skipped, 'row')} skipped: `outreach contacts check {campaign.contacts}` says why"
+                if skipped else "")
+        click.echo(f"{head}: ok, {count(rendered, 'letter')} render{'s' if rendered == 1 else ''}{note}")
     from outreach.transports import secret_variables
 
     for env in secret_variables(cfg):
         click.echo(f"  ${env}: {'set' if os.environ.get(env) else 'not set'}")
-    return EXIT_ATTENTION if any_missing else EXIT_OK
+    if problems:
+        click.echo(f"outreach: {count(problems, 'campaign')} cannot run as configured: fix what is named above",
+                   err=True)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
 # -- entry point ----------------------------------------------------------------

@@ -118,7 +118,7 @@ class TemplateSet:
         member = member_for(contact)
         context = {"member": member, "contact": contact.fields, "sender": self.sender,
                    "campaign": self.campaign}
-        with self._template_errors(contact):
+        with _TemplateErrors(self.folder, contact, context):
             subject = self._fixed_subject
             if subject is None:
                 subject = " ".join(self._subject.render(context).split())
@@ -143,12 +143,38 @@ def _who(contact: Contact) -> str:
     return f"the recipient on line {contact.line} ({contact.email}{ident})"
 
 
+def _did_you_mean(detail: str, context: dict) -> str:
+    """' (did you mean `last_name`?)' for a misspelt name, from what the template could have used."""
+    import difflib
+    import re
+
+    from jinja2.utils import object_type_repr
+
+    attribute = re.search(r"^'(.+)' has no attribute '([^']+)'$", detail)
+    if attribute:
+        owner, name = attribute.groups()
+        names: list[str] = []
+        for value in context.values():
+            if object_type_repr(value) == owner:
+                names = (list(value) if isinstance(value, dict)
+                         else [n for n in dir(value) if not n.startswith("_")])
+                break
+    else:
+        variable = re.search(r"^'([^']+)' is undefined$", detail)
+        if not variable:
+            return ""
+        name, names = variable.group(1), list(context)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 class _TemplateErrors:
     """Turns Jinja2 errors into one line: template file and line, the problem, the recipient."""
 
-    def __init__(self, folder: Path, contact: Contact | None):
+    def __init__(self, folder: Path, contact: Contact | None, context: dict | None = None):
         self.folder = folder
         self.contact = contact
+        self.context = context or {}
 
     def __enter__(self):
         return self
@@ -182,7 +208,7 @@ class _TemplateErrors:
         where = self._template_line(tb) or str(self.folder)
         detail = str(exc.message if hasattr(exc, "message") else exc)
         if isinstance(exc, jinja2.UndefinedError):
-            detail = f"undefined variable: {detail}"
+            detail = f"undefined variable: {detail}{_did_you_mean(detail, self.context)}"
         raise UserError(f"{where}: {detail}{who}; fix the template or the contact list") from None
 
     def _is_template(self, filename: str) -> bool:

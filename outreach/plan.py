@@ -196,6 +196,21 @@ def settle(known: dict, audience: set[str], held: dict[str, str]) -> list[Change
     return changes
 
 
+def render_every_letter(cfg, name: str) -> Plan:
+    """The preflight `config check` runs: every letter campaign `name` could send, rendered once.
+
+    Its whole audience, follow-ups included, without a ledger: role-specific paragraphs
+    show their errors only for some offices, so every recipient's letter is rendered.
+    A template or contact problem raises UserError naming the file, line and first
+    recipient it fails for.
+    """
+    plan = plan_campaign(cfg, name)
+    render = plan.templates.render
+    for contact in plan.selection.recipients:
+        render(contact)
+    return plan
+
+
 def _follow_up_audience(ledger, campaign, now: float) -> set[str]:
     """Recipients (email keys) of the first campaign whose letter is in the wanted state for
     `after_days` days."""

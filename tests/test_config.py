@@ -107,3 +107,66 @@ def test_campaign_choice(tmp_path):
         cfg.campaign("nope")
     assert cfg.campaign("other")[0] == "other"
     assert load_config(write_config(tmp_path, MINIMAL)).campaign(None)[0] == "test"
+
+
+# -- config check runs the preflight ------------------------------------------------------------------
+
+def broken_templates(project, old: str, new: str, name: str = "_content.j2") -> Path:
+    import shutil
+
+    templates = project.root / "templates"
+    shutil.copytree(ROOT / "templates" / "korea-exception", templates)
+    path = templates / name
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    project.write_config(templates=templates)
+    return path
+
+
+def test_config_check_renders_every_letter_and_says_how_many(project, outreach):
+    r = outreach("--config", project.config, "config", "check")
+    assert r.code == 0, r.out + r.err
+    assert "campaign korea-exception: contacts.csv + " in r.out and ": ok, 14 letters render" in r.out
+
+
+def test_config_check_finds_an_error_that_only_some_offices_reach(project, outreach):
+    """The Foreign Relations paragraph is in Kaine's letter (line 4), not in the two before it."""
+    path = broken_templates(project, "{% macro foreign_affairs(m) -%}\n",
+                            "{% macro foreign_affairs(m) -%}\n{{ m.foreign_affairs_rol }}")
+    r = outreach("--config", project.config, "config", "check")
+    assert r.code == 2
+    line = next(line for line in r.out.splitlines() if "campaign korea-exception" in line)
+    assert f"{path}, line " in line and "has no attribute 'foreign_affairs_rol'" in line
+    assert "(did you mean `foreign_affairs_role`?)" in line
+    assert "first failing for the recipient on line 4" in line and "K000384" in line
+    assert "1 campaign cannot run as configured" in r.err
+    assert_no_traceback(r)
+
+
+def test_config_check_names_a_template_syntax_error(project, outreach):
+    path = broken_templates(project, "{{ member.honorific }}", "{% if %}", name="letter.txt.j2")
+    r = outreach("--config", project.config, "config", "check")
+    assert r.code == 2 and f"{path}, line 2: template syntax error" in r.out
+    assert_no_traceback(r)
+
+
+@pytest.mark.parametrize("command", [("send",), ("preview",)])
+@pytest.mark.parametrize("typo,suggestion", [
+    ("member.last_nme", "last_name"), ("contact.last_nme", "last_name"), ("membr.title", "member"),
+    ("sender.organisation", "organization"),
+])
+def test_a_misspelt_name_suggests_the_closest_in_send_and_preview(project, outreach, command, typo, suggestion):
+    broken_templates(project, "{{ member.honorific }}", "{{ member.honorific }}{{ %s }}" % typo,
+                     name="letter.txt.j2")
+    r = outreach("--config", project.config, *command)
+    assert r.code == 2 and f"(did you mean `{suggestion}`?)" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1
+    assert_no_traceback(r)
+
+
+def test_no_suggestion_when_nothing_is_close(project, outreach):
+    broken_templates(project, "{{ member.honorific }}", "{{ member.honorific }}{{ member.zzzzqqq }}",
+                     name="letter.txt.j2")
+    r = outreach("--config", project.config, "preview")
+    assert r.code == 2 and "has no attribute 'zzzzqqq'" in r.err and "did you mean" not in r.err
