@@ -76,7 +76,7 @@ def to_table(report: dict, console) -> None:
                       "(`outreach contacts refresh`)", highlight=False)
     for name, rows in report["breakdowns"].items():
         if name == "state" and len(rows) > 12:
-            rows = sorted(rows, key=lambda r: (r["delivery_rate"] or 0))[:12]
+            rows = sorted(rows, key=lambda r: (r["delivery_rate"] is None, r["delivery_rate"] or 0))[:12]
             title = "states with the lowest delivery rate"
         else:
             title = f"by {name}"
@@ -85,7 +85,7 @@ def to_table(report: dict, console) -> None:
         for col in ("", "target", "accept", "deliv.", "opened", "failed", "unkn.", "rate"):
             table.add_column(col, justify="left" if not col else "right", no_wrap=True)
         for r in rows:
-            rate = "" if r["delivery_rate"] is None else f"{r['delivery_rate']:.0%}"
+            rate = _rate_text(r)
             label = r["key"] if name == "committee" else r["label"]
             table.add_row(data(label), *(str(r[k]) for k in ("targeted", "accepted", "delivered", "opened",
                                                                    "failed", "unknown")), rate)
@@ -127,16 +127,33 @@ def to_table(report: dict, console) -> None:
 SCALE = [(0.0, (185, 28, 28)), (0.5, (245, 158, 11)), (0.8, (153, 246, 228)), (1.0, (15, 118, 110))]
 
 
+def _rate_text(row: dict) -> str:
+    """'85%'; 'not sent' while every letter of the row is still to send; '' with none."""
+    if row["delivery_rate"] is not None:
+        return f"{row['delivery_rate']:.0%}"
+    return "not sent" if row["targeted"] else ""
+
+
 def _ink(background: str) -> str:
     """White on dark tiles (red, deep teal), dark on light ones (amber, pale teal, grey)."""
     r, g, b = (int(background[i:i + 2], 16) / 255 for i in (1, 3, 5))
     return "#fff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.4 else "#1f2937"
 
 
+NO_LETTERS = "#e5e7eb"
+NOT_SENT = "#c7d2fe"    # recorded, none sent yet: neither good nor bad, so off the red-to-teal scale
+
+
+def _tile_color(row: dict | None) -> str:
+    if row and row["targeted"] and row["to_send"] == row["targeted"]:
+        return NOT_SENT
+    return _color(row["delivery_rate"] if row else None)
+
+
 def _color(rate: float | None) -> str:
     """The tile colour for a delivery rate; grey for no letters."""
     if rate is None:
-        return "#e5e7eb"
+        return NO_LETTERS
     for (p0, c0), (p1, c1) in zip(SCALE, SCALE[1:]):
         if rate <= p1:
             f = (rate - p0) / (p1 - p0)
@@ -178,6 +195,7 @@ def template_env():
     env = jinja2.Environment(loader=jinja2.PackageLoader("outreach", "report_templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["seat"] = seat
+    env.filters["rate"] = _rate_text
     return env
 
 
@@ -191,8 +209,7 @@ def seat(state: str | None, district: int | None) -> str:
 def report_context(report: dict, pager: dict | None = None) -> dict:
     """What the report body template needs, from a report model."""
     states = {r["key"]: r for r in report["breakdowns"]["state"]}
-    tiles = [{"code": code, "x": x, "y": y, "row": states.get(code),
-              "color": _color(states[code]["delivery_rate"] if code in states else None)}
+    tiles = [{"code": code, "x": x, "y": y, "row": states.get(code), "color": _tile_color(states.get(code))}
              for code, (x, y) in TILES.items()]
     for t in tiles:
         t["ink"] = _ink(t["color"])
@@ -200,7 +217,8 @@ def report_context(report: dict, pager: dict | None = None) -> dict:
     return dict(r=report, s=report["summary"], tiles=tiles, chart=_chart(report["timeline"]),
                 letters=letters[:HTML_ROW_LIMIT], truncated=report["summary"]["letters"] > HTML_ROW_LIMIT,
                 row_limit=HTML_ROW_LIMIT, pager=pager,
-                legend=[(f"{p:.0%}", _color(p)) for p in (0.0, 0.5, 0.8, 0.9, 1.0)])
+                legend=[*((f"{p:.0%}", _color(p)) for p in (0.0, 0.5, 0.8, 0.9, 1.0)),
+                        ("not sent yet", NOT_SENT), ("no letters", NO_LETTERS)])
 
 
 def to_html(report: dict) -> str:

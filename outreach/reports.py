@@ -43,8 +43,11 @@ def _breakdown_rows(groups: dict[str, Counter], label=lambda k: k) -> list[dict]
     for key in sorted(groups):
         counts = groups[key]
         funnel = _funnel_counts(counts)
+        to_send = sum(counts[s] for s in states.TO_SEND)
+        # Nothing sent yet is no rate at all, not 0%: it is not a failure to deliver.
+        rate = _rate(funnel["delivered"], funnel["targeted"]) if to_send < funnel["targeted"] else None
         rows.append({"key": key, "label": label(key), **funnel, **{s: counts[s] for s in BESIDE},
-                     "delivery_rate": _rate(funnel["delivered"], funnel["targeted"])})
+                     "to_send": to_send, "delivery_rate": rate})
     return rows
 
 

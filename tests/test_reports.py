@@ -144,6 +144,38 @@ def test_the_html_report_is_self_contained_with_the_right_numbers(reported, outr
     assert html.count("<tr><td>") >= 14
 
 
+def test_states_with_nothing_sent_yet_have_their_own_colour_not_the_red_of_bounces(project, outreach, tmp_path):
+    """After `send --live --limit 3`: AK (Sullivan) bounced, MS (Wicker) delivered, the rest still to send."""
+    from outreach.report_render import NOT_SENT, _color
+
+    cfg = load_config(project.config)
+    ledger = Ledger(cfg.database_url)
+    record_all(cfg, ledger)
+    L = S.letters.c
+    with ledger.write() as db:
+        for email, status in (("dan.sullivan@senate.example.org", "bounced"),
+                              ("roger.wicker@senate.example.org", "delivered")):
+            db.execute(update(S.letters).where(L.email_key == email).values(status=status, accepted_at=NOW))
+    data = json.loads(outreach("--config", project.config, "report", "--format", "json").out)
+    by_state = {row["key"]: row for row in data["breakdowns"]["state"]}
+    assert by_state["AK"]["delivery_rate"] == 0.0 and by_state["MS"]["delivery_rate"] == 1.0
+    assert by_state["VA"]["delivery_rate"] is None and by_state["VA"]["to_send"] == by_state["VA"]["targeted"] == 1
+    out = tmp_path / "report.html"
+    assert outreach("--config", project.config, "report", "--format", "html", "--out", out).code == 0
+    html = out.read_text(encoding="utf-8")
+
+    def fill(code: str) -> str:
+        return re.search(r"<title>%s:[^<]*</title>\s*<rect [^>]*fill=\"([^\"]+)\"" % code, html).group(1)
+
+    assert fill("AK") == _color(0.0) != NOT_SENT
+    assert fill("VA") == NOT_SENT and fill("MS") == _color(1.0)
+    assert "<title>VA: not sent yet (1 to send)</title>" in html
+    assert f'<span style="background: {NOT_SENT}"></span>not sent yet' in html
+    assert f'<span style="background: {_color(0.0)}"></span>0%' in html
+    text = outreach("--config", project.config, "report").out
+    assert "not sent" in text
+
+
 def test_a_campaign_over_2000_letters_lists_2000_and_points_to_the_csv(project, outreach, tmp_path):
     cfg = load_config(project.config)
     ledger = Ledger(cfg.database_url)
