@@ -88,7 +88,7 @@ class TemplateSet:
         # Escaping follows the entry point, not the file name, so one partial can
         # serve both letters and be escaped exactly when it lands in HTML.
         self._text_env = jinja2.Environment(autoescape=False, **common)
-        self._html_env = jinja2.Environment(autoescape=True, **common)
+        self._html_env = jinja2.Environment(autoescape=True, extensions=[_escaped_partials()], **common)
         for env in (self._text_env, self._html_env):
             env.filters["wrap"] = wrap
         with self._template_errors(None):
@@ -136,6 +136,32 @@ class TemplateSet:
 
     def _template_errors(self, contact: Contact | None):
         return _TemplateErrors(self.folder, contact)
+
+
+@functools.cache
+def _escaped_partials():
+    """A Jinja2 extension for the HTML environment: the text written in a partial (`_*.j2`) is escaped.
+
+    Autoescaping escapes values, not a template's own text, so `&` or `<` typed in a
+    paragraph shared with the plain-text letter would go into the HTML raw. A partial
+    serves both letters, so its text is prose, never markup: in HTML it is escaped as it
+    is read. The entry points (letter.html.j2) are HTML and are left as written.
+    """
+    from jinja2.ext import Extension
+    from jinja2.lexer import Token, TokenStream
+
+    class EscapedPartials(Extension):
+        def filter_stream(self, stream: TokenStream):
+            if not Path(stream.name or "").name.startswith("_"):
+                return stream
+            return (Token(t.lineno, t.type, _escape_text(t.value)) if t.type == "data" else t for t in stream)
+
+    return EscapedPartials
+
+
+def _escape_text(text: str) -> str:
+    """What text content needs in HTML (quotes matter only inside attributes)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _who(contact: Contact) -> str:

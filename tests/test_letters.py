@@ -314,3 +314,37 @@ def test_messages_built_for_the_whole_congress_parse(congress_letters):
         assert msg["To"].addresses[0].display_name == contact.full_name
         assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == letter.text
         assert msg.get_body(("html",)).get_content().replace("\r\n", "\n") == letter.html
+
+
+def test_ampersands_and_angle_brackets_typed_in_a_partial_are_escaped_in_html_only(tmp_path):
+    import html.parser
+    import shutil
+
+    from outreach.config import Sender
+    from outreach.contacts import read_contacts
+    from outreach.letters import TemplateSet
+
+    folder = tmp_path / "t"
+    shutil.copytree(ROOT / "templates" / "korea-exception", folder)
+    content = folder / "_content.j2"
+    text = content.read_text(encoding="utf-8")
+    old = "{% macro opening(m, s) -%}\n"
+    assert old in text
+    content.write_text(text.replace(old, old + "Research & Policy <Korea> \"quoted\" "), encoding="utf-8")
+    contact = read_contacts(ROOT / "contacts" / "sample.csv").contacts[0]
+    sender = Sender(name="Jo Smith & Co", email="jo@example.org", organization="A <b> & C")
+    letter = TemplateSet(folder, sender, "k").render(contact)
+    assert "Research & Policy <Korea> \"quoted\"" in letter.text
+    assert "Research &amp; Policy &lt;Korea&gt; \"quoted\"" in letter.html
+    assert "on behalf of A &lt;b&gt; &amp; C" in letter.html            # values, escaped as before, once
+    assert "&amp;amp;" not in letter.html
+
+    class Check(html.parser.HTMLParser):
+        tags: list = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+    parser = Check()
+    parser.feed(letter.html)
+    assert "korea" not in parser.tags and "b" not in parser.tags
