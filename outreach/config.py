@@ -42,6 +42,7 @@ class Delivery:
     concurrency: int = 4
     max_attempts: int = 5
     timeout_s: float = 30.0
+    keep_runs: int = 10        # dry-run folders kept per campaign, newest first; 0 keeps them all
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _read_settings(data: dict, path: Path) -> Settings:
         concurrency=d.number("concurrency", 4, 0, 64, integer=True),
         max_attempts=d.number("max_attempts", 5, 0, 20, integer=True),
         timeout_s=d.number("timeout_s", 30.0, 0, 600),
+        keep_runs=d.number("keep_runs", 10, 0, 100_000, integer=True),
     )
     d.done()
 

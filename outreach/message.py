@@ -39,6 +39,7 @@ class Message:
     reply_to: str | None = None
     is_test: bool = False
     bioguide_id: str = ""          # the office, for the outbox's manifest (never sent)
+    last_name: str = ""            # for the outbox's file names (never sent)
 
     def as_test_to(self, address: str) -> "Message":
         """The same letter sent to `address` instead, marked [TEST] in the subject."""
@@ -52,7 +53,7 @@ def message_for(letter, sender, campaign: str) -> Message:
         from_name=sender.name, from_email=sender.email,
         to_name=letter.to_name, to_email=letter.to_email,
         subject=letter.subject, text=letter.text, html=letter.html,
-        reply_to=sender.reply_to, bioguide_id=letter.contact.bioguide_id,
+        reply_to=sender.reply_to, bioguide_id=letter.contact.bioguide_id, last_name=letter.contact.last_name,
     )
 
 

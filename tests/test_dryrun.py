@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import email
 import email.policy
 import os
@@ -36,13 +37,37 @@ def test_dry_run_of_the_sample_campaign_writes_one_eml_per_letter(project, outre
     rows = manifest(run)
     assert list(rows[0]) == ["letter_id", "email", "bioguide_id", "name", "subject", "file"]
     assert len(rows) == 14 == len(list(run.glob("*.eml")))
-    for row in rows:
-        assert row["file"] == f"{row['letter_id']}.eml"
+    assert [row["file"] for row in rows][:3] == ["0001-S001198-sullivan.eml", "0002-W000437-wicker.eml",
+                                                 "0003-K000384-kaine.eml"]
+    assert (run / "manifest.csv").read_bytes().count(b"\r") == 0     # plain \n line endings
+    for number, row in enumerate(rows, 1):
+        assert re.fullmatch(r"%04d-[A-Za-z0-9-]{1,40}\.eml" % number, row["file"]), row["file"]
+        assert row["bioguide_id"] in row["file"]
         msg = parse(run / row["file"])
         assert msg.get_content_type() == "multipart/alternative"
         assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
         assert msg["To"].addresses[0].addr_spec == row["email"]
         assert msg["X-Outreach-Letter-Id"] == row["letter_id"]
+
+
+def test_only_the_newest_keep_runs_folders_are_kept_and_nothing_else_is_touched(project, outreach):
+    project.write_config(extra="")
+    text = project.config.read_text()
+    project.config.write_text(text.replace("[delivery]\n", "[delivery]\nkeep_runs = 2\n", 1))
+    assert "keep_runs = 2" in project.config.read_text()
+    mine = project.root / "outbox" / "korea-exception" / "my-notes"
+    mine.mkdir(parents=True)
+    for _ in range(4):
+        assert outreach("--config", project.config, "send").code == 0
+    runs = project.runs()
+    assert len(runs) == 3 and mine in runs          # two runs, and the folder a person made
+    assert all(len(list(r.glob("*.eml"))) == 14 for r in runs if r != mine)
+
+
+def test_the_default_keeps_ten_runs(project, outreach):
+    from outreach.config import load_config
+
+    assert load_config(project.config).delivery.keep_runs == 10
 
 
 def test_letter_ids_are_stable_across_runs(project, outreach):

@@ -4,6 +4,7 @@ the in-memory transport; the dispatcher driving them without a network."""
 from __future__ import annotations
 
 import csv
+import re
 import importlib
 import time
 
@@ -94,6 +95,28 @@ def test_the_outbox_publishes_a_complete_run_with_its_manifest(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["bioguide_id"] for r in rows] == ["X000000", "X000001", "X000002"]
     assert sorted(p.name for p in outbox.folder.glob("*.eml")) == [r["file"] for r in rows]
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"bioguide_id": "S001198", "last_name": "Sullivan"}, "0007-S001198-sullivan.eml"),
+    ({"bioguide_id": "G000582", "last_name": "González-Colón"}, "0007-G000582-gonzalez-colon.eml"),
+    ({"bioguide_id": "", "last_name": "", "to_name": "Pablo José Hernández"}, "0007-hernandez.eml"),
+    ({"bioguide_id": "", "last_name": "", "to_name": ""}, "0007-office-1.eml"),        # the email's local part
+    ({"bioguide_id": "../../etc", "last_name": "x\x00y/..\\z"}, "0007-etc-x-y-z.eml"),
+    ({"bioguide_id": "", "last_name": "王小明"}, "0007-letter.eml"),
+    ({"bioguide_id": "S001198", "last_name": "a" * 80}, "0007-S001198-" + "a" * 32 + ".eml"),
+    ({"bioguide_id": "S001198", "last_name": "Sullivan", "is_test": True}, "0007-S001198-sullivan-test.eml"),
+])
+def test_outbox_file_names_say_the_office_in_plain_ascii(fields, expected):
+    from dataclasses import replace
+
+    from outreach.transports.outbox import file_name
+
+    m = replace(message(1), to_email="office-1@house.example.org", **fields)
+    name = file_name(7, m)
+    assert name == expected
+    label = name[len("0007-"):-len(".eml")].removesuffix("-test")
+    assert len(label) <= 40 and re.fullmatch(r"[A-Za-z0-9-]+", label)
 
 
 def test_an_outbox_run_cut_short_leaves_nothing(tmp_path):

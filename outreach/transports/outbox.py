@@ -2,16 +2,20 @@
 
 What a dry run sends through: nothing leaves the machine. Files go to a hidden
 partial folder, published (renamed) only when the run completed, so a run cut
-short or failed leaves nothing behind.
+short or failed leaves nothing behind. Files are named so a person finds an
+office (`0007-S001198-sullivan.eml`); the manifest keeps each letter's id.
+Only the newest `[delivery] keep_runs` folders of a campaign are kept.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import secrets
 import shutil
 import time
+import unicodedata
 from pathlib import Path
 
 from outreach.errors import UserError
@@ -33,12 +37,33 @@ def secret_variables(cfg) -> list[str]:
 
 
 def from_config(cfg, campaign: str) -> "OutboxTransport":
-    return OutboxTransport(cfg.outbox_dir, campaign)
+    return OutboxTransport(cfg.outbox_dir, campaign, keep_runs=cfg.delivery.keep_runs)
 
 
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus a few random characters."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
+RUN_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
+LABEL_MAX = 40
+
+
+def file_name(number: int, message: Message) -> str:
+    """'0007-S001198-sullivan.eml': the letter's place in the run, then its office as a person finds it.
+
+    The label is ASCII letters, digits and hyphens, at most LABEL_MAX characters, whatever
+    the contact cell holds (accents are dropped, anything else becomes a hyphen).
+    """
+    who = message.last_name or (message.to_name.split() or [""])[-1] or message.to_email.partition("@")[0]
+    label = "-".join(part for part in (_ascii(message.bioguide_id), _ascii(who).lower()) if part)
+    label = label[:LABEL_MAX].rstrip("-") or "letter"
+    return f"{number:04d}-{label}{'-test' if message.is_test else ''}.eml"
+
+
+def _ascii(text: str) -> str:
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9]+", "-", plain).strip("-")
 
 
 class OutboxTransport:
@@ -47,10 +72,12 @@ class OutboxTransport:
     name = "outbox"
     paced = False
 
-    def __init__(self, outbox_dir: Path, campaign: str, run_id: str | None = None):
+    def __init__(self, outbox_dir: Path, campaign: str, run_id: str | None = None, keep_runs: int = 0):
         self.run_id = run_id or new_run_id()
-        self.folder = outbox_dir / campaign / self.run_id
-        self.partial = outbox_dir / campaign / f".{self.run_id}.partial"
+        self.runs = outbox_dir / campaign
+        self.folder = self.runs / self.run_id
+        self.partial = self.runs / f".{self.run_id}.partial"
+        self.keep_runs = keep_runs
         self.where = str(self.folder)
         self.rows: list[list[str]] = []
         self._date: tuple[int, str] | None = None
@@ -68,7 +95,7 @@ class OutboxTransport:
     def send(self, message: Message) -> SendResult:
         """Write the message; a file that cannot be written stops the run (UserError)."""
         folder = self._open()
-        name = f"{message.letter_id}{'-test' if message.is_test else ''}.eml"
+        name = file_name(len(self.rows) + 1, message)
         data = to_eml(message, self._now())
         try:
             # Relative to the open folder: no path lookup per file, which adds up over 10,000.
@@ -104,7 +131,7 @@ class OutboxTransport:
         self.partial.mkdir(parents=True, exist_ok=True)  # a run of no letters still has its folder
         try:
             with open(self.partial / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
+                w = csv.writer(f, lineterminator="\n")
                 w.writerow(MANIFEST_COLUMNS)
                 # Made for people to open in a spreadsheet: no cell starts a formula.
                 w.writerows([spreadsheet_cell(v) for v in row] for row in self.rows)
@@ -113,3 +140,15 @@ class OutboxTransport:
             shutil.rmtree(self.partial, ignore_errors=True)
             raise UserError(f"{self.partial}: cannot finish the outbox folder: {e.strerror}; "
                             "nothing was written") from None
+        self._prune()
+
+    def _prune(self) -> None:
+        """Remove this campaign's oldest run folders beyond keep_runs (run ids sort by time).
+
+        Only folders named as runs are touched: anything else a person put there stays.
+        """
+        if not self.keep_runs:
+            return
+        runs = sorted(p.name for p in self.runs.iterdir() if RUN_ID.fullmatch(p.name) and p.is_dir())
+        for name in runs[:-self.keep_runs]:
+            shutil.rmtree(self.runs / name, ignore_errors=True)
