@@ -13,6 +13,7 @@ import click
 
 from outreach import __version__
 from outreach.cli_base import App, pass_app
+from outreach.cli_campaign import campaign
 from outreach.cli_contacts import contacts
 from outreach.cli_ledger import letters, status
 from outreach.cli_letters import preview, send
@@ -178,5 +179,5 @@ def run(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-for command in (contacts, preview, send, status, letters, report, serve, events, suppressions, schedule):
+for command in (contacts, preview, send, status, letters, report, serve, events, suppressions, schedule, campaign):
     cli.add_command(command)

@@ -45,7 +45,7 @@ def schedule_show(app: App) -> int:
     """Each scheduled campaign: state, window, next run, letters remaining, expected finish."""
     import datetime as dt
 
-    from outreach.office_hours import UTC, every, expected_finish, local_midnight, next_tick, when
+    from outreach.office_hours import UTC, every, local_midnight, next_tick, when
     from outreach.plan import plan_campaign
 
     cfg = app.config
@@ -67,7 +67,7 @@ def schedule_show(app: App) -> int:
         batch = s.batch_size or cfg.delivery.batch_size
         nxt = next_tick(now, s) if remaining and not state.paused else None
         sent_today = ledger.letters.sent_since(cid, local_midnight(now, s).timestamp()) if cid is not None else 0
-        finish = expected_finish(now, s, remaining, batch, sent_today) if s.live and remaining else None
+        finish = _finish(now, s, remaining, batch, sent_today, state.paused, name)
         echo(f"{name}: {status}")
         echo(f"  window: {_days(s.days)} {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone}, "
                    f"every {every(s)}, {batch} letters a tick"
@@ -76,8 +76,26 @@ def schedule_show(app: App) -> int:
         echo(f"  next run: {when(nxt, s)}")
         echo(f"  letters remaining: {remaining} ({unrecorded} not yet recorded)"
                    + (f"; {counts['unknown']} unknown need review" if counts["unknown"] else ""))
-        echo(f"  expected finish: {when(finish, s) if finish else '-'}")
+        echo(f"  expected finish: {finish}")
     return EXIT_OK
+
+
+def _finish(now, s, remaining: int, batch: int, sent_today: int, paused: bool, name: str) -> str:
+    """When the last letter should go, at `batch` a tick within the window and daily cap; or why
+    no date can be given."""
+    from outreach.office_hours import LOOKAHEAD_DAYS, expected_finish, when
+
+    if not remaining:
+        return "nothing is left to send"
+    if paused:
+        return f"none while paused (`outreach schedule resume {name}`)"
+    finish = expected_finish(now, s, remaining, batch, sent_today)
+    if finish is None:
+        return (f"not within {LOOKAHEAD_DAYS} days at {batch} letters a tick"
+                + (f" and {s.daily_cap} a day" if s.daily_cap else "") + ": raise batch_size or daily_cap")
+    if not s.live:
+        return f"{when(finish, s)}, once live = true (now its ticks only log what they would send)"
+    return when(finish, s)
 
 
 def _set_paused(app: App, name: str, paused: bool) -> int:
