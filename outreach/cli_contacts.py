@@ -32,7 +32,7 @@ def contacts_check(file: Path, as_json: bool) -> int:
         echo_json(result.as_dict())
     else:
         delim = {"tab": "tab", ",": "comma", ";": "semicolon"}[result.delimiter]
-        echo(f"{file}: {result.rows} rows, {len(result.contacts)} valid, "
+        echo(f"{file}: {count(result.rows, 'row')}, {len(result.contacts)} valid, "
                    f"{len(result.rejected_lines)} rejected ({result.encoding}, {delim}-separated)")
         for note in result.notes:
             echo(f"note: {note}")
@@ -182,7 +182,7 @@ def _print_refresh(report, roster) -> None:
         echo(f"  term_end brought up to date: {report.terms_updated} offices")
     _terms_note(roster)
     if report.written:
-        echo(f"{shown(Path(report.written))}: {report.rows_written} rows written; departed members removed, "
+        echo(f"{shown(Path(report.written))}: {count(report.rows_written, 'row')} written; departed members removed, "
                    f"{len(report.without_email)} new members without an email yet, "
                    f"{len(report.needs_review)} marked needs_review")
     elif report.changed:

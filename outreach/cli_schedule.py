@@ -6,6 +6,7 @@ import click
 
 from outreach.cli_base import App, echo, pass_app
 from outreach.errors import EXIT_OK, UserError
+from outreach.text import count
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -70,7 +71,7 @@ def schedule_show(app: App) -> int:
         finish = _finish(now, s, remaining, batch, sent_today, state.paused, name)
         echo(f"{name}: {status}")
         echo(f"  window: {_days(s.days)} {s.window[0]:%H:%M}-{s.window[1]:%H:%M} {s.timezone}, "
-                   f"every {every(s)}, {batch} letters a tick"
+                   f"every {every(s)}, {count(batch, 'letter')} a tick"
                    + (f", at most {s.daily_cap} a day" if s.daily_cap else "")
                    + ("" if s.skip_federal_holidays else ", federal holidays included"))
         echo(f"  next run: {when(nxt, s)}")
@@ -91,7 +92,7 @@ def _finish(now, s, remaining: int, batch: int, sent_today: int, paused: bool, n
         return f"none while paused (`outreach schedule resume {name}`)"
     finish = expected_finish(now, s, remaining, batch, sent_today)
     if finish is None:
-        return (f"not within {LOOKAHEAD_DAYS} days at {batch} letters a tick"
+        return (f"not within {LOOKAHEAD_DAYS} days at {count(batch, 'letter')} a tick"
                 + (f" and {s.daily_cap} a day" if s.daily_cap else "") + ": raise batch_size or daily_cap")
     if not s.live:
         return f"{when(finish, s)}, once live = true (now its ticks only log what they would send)"

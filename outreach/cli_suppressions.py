@@ -6,7 +6,7 @@ import click
 
 from outreach.cli_base import App, echo, pass_app
 from outreach.errors import EXIT_OK, UserError
-from outreach.text import local_time
+from outreach.text import count, local_time
 
 
 @click.group()
@@ -23,7 +23,7 @@ def suppressions_list(app: App) -> int:
         when = local_time(r.created_at, "%Y-%m-%d %H:%M")
         detail = f"  {r.detail}" if r.detail else ""
         echo(f"{r.email:<40} {r.reason:<12} {when}{detail}")
-    echo(f"{len(rows)} suppressed addresses")
+    echo(count(len(rows), "suppressed address", "suppressed addresses"))
     return EXIT_OK
 
 

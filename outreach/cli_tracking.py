@@ -177,7 +177,7 @@ def events_unmatched(app: App, limit: int, as_json: bool) -> int:
         detail = f"  {one_line(e.detail)}" if e.detail else ""
         echo(f"{when(e.occurred_at)}  {e.event:<17} {e.email or '-':<40} {e.sg_message_id or '-'}{detail}")
     shown = f" (the newest {len(rows)} shown)" if total > len(rows) else ""
-    echo(f"{total} unmatched events{shown}")
+    echo(f"{count(total, 'unmatched event')}{shown}")
     for a in aside:
         echo(f"{when(a.received_at)}  set aside: {a.reason}: {one_line(a.raw)[:160]}")
     if aside_total:

@@ -409,7 +409,7 @@ def test_events_ingest_records_an_exported_file_and_letters_show_lists_them(proj
     r = outreach("--config", project.config, "letters", "show", "a")
     assert "state: delivered" in r.out and ": processed" in r.out and ": delivered" in r.out
     r = outreach("--config", project.config, "events", "unmatched")
-    assert "someone@else.example.org" in r.out and "1 unmatched events" in r.out
+    assert "someone@else.example.org" in r.out and "1 unmatched event" in r.out and "1 unmatched events" not in r.out
     data = json.loads(outreach("--config", project.config, "events", "unmatched", "--json").out)
     assert data["total"] == 1 and data["events"][0]["event"] == "open"
 
