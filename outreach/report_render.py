@@ -54,6 +54,10 @@ def to_table(report: dict, console) -> None:
         return Text(visible(value))
 
     s = report["summary"]
+    if not s["letters"]:
+        console.print(Text(f"{visible(s['campaign'])}: no letters in the ledger yet, so nothing to report "
+                           "(a dry run records nothing; `outreach send --live` sends and records them)"))
+        return
     funnel = Table(title=Text(f"{visible(s['campaign'])}: {count(s['letters'], 'letter')}"), title_justify="left",
                    box=box.SIMPLE_HEAD)
     for col in ("step", "letters", "of targeted"):

@@ -199,6 +199,8 @@ def test_an_empty_campaign_reports_zeros(project, outreach):
     r = outreach("--config", project.config, "report", "--format", "json")
     data = json.loads(r.out)
     assert data["summary"]["funnel"]["targeted"] == 0 and data["letters"] == []
+    table = outreach("--config", project.config, "report")
+    assert table.code == 0 and "no letters in the ledger yet" in table.out and "by chamber" not in table.out
 
 
 # -- in a real browser -----------------------------------------------------------------------------------
