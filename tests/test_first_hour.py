@@ -33,7 +33,9 @@ def test_a_python_without_the_packages_says_where_to_run_from(command, tmp_path)
 
 def test_the_readme_says_once_how_to_use_the_environment():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme.count("source .venv/bin/activate") == 1
+    intro = readme.split("\n## ", 1)[0]
+    assert "activate it once per terminal\nwith `source .venv/bin/activate`" in intro
+    assert "`.venv/bin/outreach`" in intro
 
 
 # -- 3. global options after the command --------------------------------------------------------------
