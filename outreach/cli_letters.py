@@ -61,7 +61,7 @@ def preview(app: App, campaign, contacts_file, to, limit, fmt, out) -> int:
         known = plan.letter_of(letter.contact)
         if known is not None and to:
             echo(f"note: {letter.contact.email} already has a letter in the ledger ({known.status})", err=True)
-        message = message_for(letter, cfg.sender, plan.name)
+        message = message_for(letter, cfg.sender, plan.name, cfg.replies.address)
         if fmt == "eml":
             body = to_eml(message).decode("utf-8")
         elif fmt == "html":

@@ -61,7 +61,16 @@ class Dashboard:
     token_env: str = "OUTREACH_DASHBOARD_TOKEN"   # unset: `serve` makes a token for each run
 
 
-FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered")   # outreach.states.FOLLOW_UP
+FOLLOW_UP_STATUSES = ("not_opened", "delivered", "not_delivered", "not_replied")   # outreach.states.FOLLOW_UP
+
+
+@dataclass(frozen=True)
+class Replies:
+    """Where offices' replies come back: each letter's Reply-To is `local+LETTER_ID@domain` of it."""
+
+    address: str | None = None                              # e.g. replies@inbound.your-org.org; None: off
+    public_key_env: str = "SENDGRID_INBOUND_PUBLIC_KEY"     # Inbound Parse's verification key
+    max_body_bytes: int = 40 * 1024 * 1024                  # above SendGrid's own 30 MB inbound limit
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,7 @@ class Settings:
     dashboard: Dashboard = Dashboard()
     transports: dict[str, Any] = field(default_factory=dict)   # each transport's own table, read by it
     legislators: Legislators = Legislators()
+    replies: Replies = Replies()
 
 
 def _read_settings(data: dict, path: Path) -> Settings:
@@ -159,6 +169,14 @@ def _read_settings(data: dict, path: Path) -> Settings:
     legislators = Legislators(base_url=(g.text("base_url", Legislators.base_url, check=url_problem) or "").rstrip("/"))
     g.done()
 
+    r = top.table("replies")
+    replies = Replies(
+        address=r.text("address", None, check=_replies_address_problem),
+        public_key_env=r.text("public_key_env", Replies.public_key_env, check=env_problem),
+        max_body_bytes=r.number("max_body_bytes", Replies.max_body_bytes, 1 << 20, 1 << 31, integer=True),
+    )
+    r.done()
+
     b = top.table("dashboard")
     dashboard = Dashboard(token_env=b.text("token_env", Dashboard.token_env, check=env_problem))
     b.done()
@@ -197,7 +215,17 @@ def _read_settings(data: dict, path: Path) -> Settings:
     top.done()
     if problems:
         raise UserError(*problems)
-    return Settings(sender, delivery, database_url, campaigns, webhook, dashboard, transports, legislators)
+    return Settings(sender, delivery, database_url, campaigns, webhook, dashboard, transports, legislators, replies)
+
+
+def _replies_address_problem(value: str) -> str | None:
+    """The replies address takes a +LETTER_ID tag, so it may not carry one itself."""
+    problem = email_problem(value)
+    if problem:
+        return problem
+    if "+" in value.partition("@")[0]:
+        return "no + in it: each letter's Reply-To adds +LETTER_ID to it"
+    return None
 
 
 def _seen(table: Table, key: str) -> None:
@@ -362,6 +390,10 @@ class Config:
     @property
     def legislators(self) -> Legislators:
         return self.settings.legislators
+
+    @property
+    def replies(self) -> Replies:
+        return self.settings.replies
 
     @property
     def dashboard(self) -> Dashboard:

@@ -41,19 +41,39 @@ class Message:
     bioguide_id: str = ""          # the office, for the outbox's manifest (never sent)
     last_name: str = ""            # for the outbox's file names (never sent)
 
-    def as_test_to(self, address: str) -> "Message":
-        """The same letter sent to `address` instead, marked [TEST] in the subject."""
-        return replace(self, to_email=address, to_name="", subject=f"[TEST] {self.subject}", is_test=True)
+    def as_test_to(self, address: str, reply_to: str | None = None) -> "Message":
+        """The same letter sent to `address` instead, marked [TEST] in the subject; a reply to it
+        goes to `reply_to` (the sender's), never to the letter's own replies address."""
+        return replace(self, to_email=address, to_name="", subject=f"[TEST] {self.subject}", is_test=True,
+                       reply_to=reply_to)
 
 
-def message_for(letter, sender, campaign: str) -> Message:
-    """The message for a rendered letter, from the [sender] in config."""
+def message_id(message: Message) -> str:
+    """The letter's Message-ID, set by us so a reply's In-Reply-To names its letter:
+    '<LETTER_ID.CAMPAIGN@sender-domain>'. A test copy's starts with 'test-': a reply to it
+    is never taken for the office's."""
+    domain = message.from_email.rpartition("@")[2] or "outreach.invalid"
+    return f"<{'test-' if message.is_test else ''}{message.letter_id}.{clean_header(message.campaign)}@{domain}>"
+
+
+def replies_address(replies: str | None, letter_id: str) -> str | None:
+    """Where a reply to this letter goes: `local+LETTER_ID@domain` of [replies] address (None: off)."""
+    if not replies:
+        return None
+    local, _, domain = replies.rpartition("@")
+    return f"{local}+{letter_id}@{domain}"
+
+
+def message_for(letter, sender, campaign: str, replies: str | None = None) -> Message:
+    """The message for a rendered letter, from the [sender] in config; with [replies] address
+    set, replies come back to the letter's own address."""
     return Message(
         letter_id=letter.letter_id, campaign=campaign,
         from_name=sender.name, from_email=sender.email,
         to_name=letter.to_name, to_email=letter.to_email,
         subject=letter.subject, text=letter.text, html=letter.html,
-        reply_to=sender.reply_to, bioguide_id=letter.contact.bioguide_id, last_name=letter.contact.last_name,
+        reply_to=replies_address(replies, letter.letter_id) or sender.reply_to,
+        bioguide_id=letter.contact.bioguide_id, last_name=letter.contact.last_name,
     )
 
 
@@ -150,7 +170,6 @@ def mail_date(t: float) -> str:
 def to_eml(message: Message, date: str | None = None) -> bytes:
     """The message as multipart/alternative .eml bytes (text, then HTML)."""
     boundary = f"=_outreach_{message.letter_id}"
-    domain = message.from_email.rpartition("@")[2] or "outreach.invalid"
     headers = [
         f"From: {_sender_address(message.from_name, message.from_email)}",
         f"To: {encode_address(message.to_name, message.to_email)}",
@@ -160,7 +179,7 @@ def to_eml(message: Message, date: str | None = None) -> bytes:
     headers += [
         f"Subject: {encode_text_header(message.subject)}",
         f"Date: {date or mail_date(time.time())}",
-        f"Message-ID: <{message.letter_id}.{clean_header(message.campaign)}@{domain}>",
+        f"Message-ID: {message_id(message)}",
         "MIME-Version: 1.0",
         f"X-Outreach-Campaign: {clean_header(message.campaign)}",
         f"X-Outreach-Letter-Id: {message.letter_id}",

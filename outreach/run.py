@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 from outreach.dispatch import Dispatcher, DispatchSummary, NoRecord, Outgoing
 from outreach.errors import UserError
-from outreach.message import Message, message_for
+from outreach.message import Message, message_for, replies_address
 from outreach.plan import Plan, plan_campaign, skipped_ids
 from outreach.run_summary import (  # noqa: F401 - the run's vocabulary, used by its callers
     DRY_RUN, LIVE, PREVIEW, RETRY, TEST, Request, Summary, describe, still_sample,
@@ -224,11 +224,12 @@ class CampaignRun:
         """What each chosen letter sends: the rendered letter, or, for a letter tried before,
         its archived message (what is archived is what goes out)."""
         plan, name, sender = summary.plan, summary.plan.name, self.cfg.sender
+        replies = self.cfg.replies.address
         if self.request.mode == RETRY:
             records = self.ledger.letters.load([r.id for r in chosen])
             for r in chosen:
                 if r.id in records:  # a letter without an archived message is never sent blind
-                    yield Outgoing(r.id, archived_message(records[r.id], sender, name), 0)
+                    yield Outgoing(r.id, archived_message(records[r.id], sender, name, replies=replies), 0)
             return
         tried = [c for c in chosen if (k := plan.letter_of(c)) is not None and (k.status != "pending" or k.attempts)]
         archive = self.ledger.letters.load([plan.letter_of(c).id for c in tried]) if tried else {}
@@ -237,12 +238,13 @@ class CampaignRun:
             known = plan.letter_of(contact)
             letter = self._letters.get(contact.key) or plan.templates.render(contact)
             if known is not None and known.id in archive:
-                message = archived_message(archive[known.id], sender, name, contact.bioguide_id)
+                message = archived_message(archive[known.id], sender, name, contact.bioguide_id, replies)
                 attempts = known.attempts
             else:
-                message, attempts = message_for(letter, sender, name), known.attempts if known is not None else 0
+                message = message_for(letter, sender, name, replies)
+                attempts = known.attempts if known is not None else 0
             if test_to is not None:  # a test copy: to our own address, [TEST], nothing recorded
-                yield Outgoing(letter.letter_id, message.as_test_to(test_to), 0)
+                yield Outgoing(letter.letter_id, message.as_test_to(test_to, sender.reply_to), 0)
             else:
                 yield Outgoing(message.letter_id, message, attempts)
 
@@ -303,11 +305,12 @@ class CampaignRun:
         return transports.open_transport(self.cfg, purpose=purpose)
 
 
-def archived_message(record, sender, campaign: str, bioguide_id: str = "") -> Message:
+def archived_message(record, sender, campaign: str, bioguide_id: str = "", replies: str | None = None) -> Message:
     """The message of a recorded letter, from its archive."""
     return Message(letter_id=record.id, campaign=campaign, from_name=sender.name, from_email=sender.email,
                    to_name=record.name, to_email=record.email, subject=record.subject, text=record.text,
-                   html=record.html, reply_to=sender.reply_to, bioguide_id=bioguide_id)
+                   html=record.html, reply_to=replies_address(replies, record.id) or sender.reply_to,
+                   bioguide_id=bioguide_id)
 
 
 def sample_sender(cfg) -> str | None:

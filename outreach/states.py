@@ -11,11 +11,12 @@ a change in one place.
        │           └──▶ unknown                      (the request left, no answer came)
        └──▶ skipped (suppressed, no longer in the audience, term ended)
     accepted ──▶ bounced / dropped / spamreport / unsubscribed
+    any letter sent ──▶ replied      (an office wrote back: it stays replied, whatever events follow)
 """
 
 from __future__ import annotations
 
-STATES = ("pending", "sending", "retry_wait", "accepted", "delivered", "opened", "clicked", "deferred",
+STATES = ("pending", "sending", "retry_wait", "accepted", "delivered", "opened", "clicked", "replied", "deferred",
           "bounced", "dropped", "spamreport", "unsubscribed", "failed", "unknown", "skipped")
 
 # Recorded and still to send by the next live run.
@@ -23,20 +24,22 @@ TO_SEND = frozenset({"pending", "retry_wait"})
 # A request may be in flight: only a running send leaves a letter here.
 IN_FLIGHT = frozenset({"sending"})
 # The mail service took the letter (or later): it is never sent again.
-SENT = frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "bounced", "dropped",
+SENT = frozenset({"accepted", "delivered", "opened", "clicked", "replied", "deferred", "bounced", "dropped",
                   "spamreport", "unsubscribed"})
 # Someone has to look: it may have been accepted (unknown), or it was refused (failed).
 NEEDS_ATTENTION = ("unknown", "failed")
 # Not finished: a run that leaves any letter here ends with "needs attention".
 UNFINISHED = TO_SEND | IN_FLIGHT | frozenset(NEEDS_ATTENTION)
 
-# The report's cumulative funnel: which current states have reached each step.
-FUNNEL = ("targeted", "accepted", "delivered", "opened", "clicked")
+# The report's cumulative funnel: which current states have reached each step. A reply proves
+# delivery, not an open or a click: it counts as delivered, and is its own step beside those.
+FUNNEL = ("targeted", "accepted", "delivered", "opened", "clicked", "replied")
 REACHED = {
     "accepted": SENT,
-    "delivered": frozenset({"delivered", "opened", "clicked", "spamreport", "unsubscribed"}),
+    "delivered": frozenset({"delivered", "opened", "clicked", "replied", "spamreport", "unsubscribed"}),
     "opened": frozenset({"opened", "clicked"}),
     "clicked": frozenset({"clicked"}),
+    "replied": frozenset({"replied"}),
 }
 # Shown beside the funnel, each on its own.
 BESIDE = ("skipped", "deferred", "bounced", "dropped", "failed", "unknown")
@@ -48,7 +51,12 @@ FOLLOW_UP = {
     "not_opened": frozenset({"delivered"}),                       # reached the office, never opened
     "delivered": frozenset({"delivered", "opened", "clicked"}),
     "not_delivered": frozenset({"accepted", "deferred", "bounced", "dropped", "failed", "unknown"}),
+    # No reply from the office: every letter that left us, but a replied one (stop on reply
+    # also leaves out recipients who replied to an earlier follow-up: see plan.py).
+    "not_replied": frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "unknown"}),
 }
+# A follow-up never goes to a recipient who replied to the campaign or any of its follow-ups.
+REPLIED = "replied"
 
 # A bounced letter's reason starts with its bounce type: "blocked: ..." is the receiving
 # server refusing for now (worth sending again); "bounce: ..." is a dead address.
@@ -91,8 +99,9 @@ def can_move(old: str, new: str) -> bool:
 
 def by_events(current: str) -> bool:
     """Whether a letter's events decide its state: any letter we may have sent. A skipped
-    letter was never sent by us and stays skipped."""
-    return current != "skipped"
+    letter was never sent by us and stays skipped; a replied one stays replied (a bounce
+    after a reply does not undo it)."""
+    return current not in ("skipped", "replied")
 
 
 def counts_template() -> dict[str, int]:

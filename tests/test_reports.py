@@ -69,7 +69,7 @@ def reported(project):
     return project
 
 
-EXPECTED_FUNNEL = {"targeted": 13, "accepted": 11, "delivered": 6, "opened": 3, "clicked": 1}
+EXPECTED_FUNNEL = {"targeted": 13, "accepted": 11, "delivered": 6, "opened": 3, "clicked": 1, "replied": 0}
 EXPECTED_BESIDE = {"skipped": 1, "deferred": 2, "bounced": 1, "dropped": 1, "failed": 1, "unknown": 1}
 
 

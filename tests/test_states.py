@@ -19,9 +19,13 @@ def test_every_grouping_and_move_names_known_states():
 def test_the_groupings_agree_with_each_other():
     assert not states.SENT & states.TO_SEND and not states.SENT & states.IN_FLIGHT
     assert set(states.NEEDS_ATTENTION) <= states.UNFINISHED and not states.SENT & states.UNFINISHED
-    # The funnel is cumulative: each step's states are within the step before.
-    steps = [states.REACHED[s] for s in states.FUNNEL[1:]]
+    # The funnel is cumulative up to clicked: each step's states are within the step before.
+    # A reply proves delivery, not an open: replied sits within delivered, beside opened.
+    steps = [states.REACHED[s] for s in states.FUNNEL[1:states.FUNNEL.index("clicked") + 1]]
     assert all(later <= earlier for earlier, later in zip(steps, steps[1:]))
+    assert states.REACHED["replied"] <= states.REACHED["delivered"]
+    assert not states.REACHED["replied"] & states.REACHED["opened"]
+    assert not states.by_events("replied") and "replied" not in states.FOLLOW_UP["not_replied"]
     assert states.counts_template() == dict.fromkeys(states.STATES, 0)
 
 

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 
 from outreach.errors import UserError
-from outreach.message import Message, clean_header, display_name
+from outreach.message import Message, clean_header, display_name, message_id
 from outreach.transports import Scrubber, SendResult, usable_secret
 
 DELIVERS = True
@@ -108,6 +108,8 @@ class SendGridTransport:
         }
         if message.reply_to:
             body["reply_to"] = {"email": message.reply_to}
+        # Our own Message-ID, so an office's reply names its letter in In-Reply-To.
+        body["headers"] = {"Message-ID": message_id(message)}
         if sandbox:
             body["mail_settings"] = {"sandbox_mode": {"enable": True}}
         return body
@@ -115,7 +117,7 @@ class SendGridTransport:
     def payload_from_helpers(self, message: Message, *, sandbox: bool = False) -> dict:
         """The same body built with the library's Mail helper objects (the reference for payload())."""
         from sendgrid.helpers.mail import (
-            Category, CustomArg, From, HtmlContent, Mail, MailSettings, PlainTextContent, ReplyTo,
+            Category, CustomArg, From, Header, HtmlContent, Mail, MailSettings, PlainTextContent, ReplyTo,
             SandBoxMode, To,
         )
 
@@ -126,6 +128,7 @@ class SendGridTransport:
                     html_content=HtmlContent(message.html))
         if message.reply_to:
             mail.reply_to = ReplyTo(message.reply_to)
+        mail.header = Header("Message-ID", message_id(message))
         key = "test_of" if message.is_test else "letter_id"
         mail.custom_arg = [CustomArg(key, message.letter_id), CustomArg("campaign_id", message.campaign)]
         mail.category = Category(message.campaign)

@@ -1,0 +1,450 @@
+"""Replies to our letters, read from what they arrive as: an .eml file, an mbox, or SendGrid
+Inbound Parse's POST (raw or parsed mode). Pure: bytes in, `Reply` out; no database, no network.
+
+Everything here is written by strangers, so nothing trusts it: a broken header, an unknown
+charset or a lying Content-Type degrades a field, never the whole reply. Only input that is not
+a message at all raises `ReplyError`, in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Iterator
+
+from outreach.errors import one_line
+
+# Inbound Parse posts signed by a webhook security policy carry the Event Webhook's two headers,
+# and the signature is the same: ECDSA P-256 / SHA-256 over timestamp + the raw body, base64 DER.
+# The key is the security policy's, not the Event Webhook's.
+from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+
+# A reply is read by people and matched by ids: a novel-length body adds nothing but weight.
+MAX_TEXT_CHARS = 100_000
+
+# Subjects that autoresponders put first (English, and the commonest Outlook/Gmail translations).
+_AUTO_SUBJECT = re.compile(
+    r"\s*(out of (the )?office|automatic reply|auto[- ]?reply|auto[- ]?response|autoresponse|auto:|"
+    r"abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|respuesta autom[áa]tica)", re.I)
+_MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
+
+
+class ReplyError(ValueError):
+    """Input that is not an email message (or not an Inbound Parse post) at all; one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(one_line(reason))
+
+
+@dataclass
+class Reply:
+    """A reply as recorded against a letter: who, when, what it answers, what it says."""
+
+    message_id: str | None
+    refers_to: list[str]
+    to: list[str]
+    sender: str
+    sender_name: str
+    sent_at: float | None
+    subject: str
+    text: str
+    attachments: list[tuple[str, int]] = field(default_factory=list)
+    spam_score: float | None = None
+    spam_report: str | None = None
+    auto_reply: str | None = None
+    dedupe_key: str = ""
+
+
+# -- one message ------------------------------------------------------------------------------------
+
+def parse_message(raw: bytes) -> Reply:
+    """A Reply from one RFC 5322 message (an .eml file, or Inbound Parse's raw `email` field)."""
+    msg = _parse_bytes(raw)
+    if not msg.keys():
+        raise ReplyError("not an email message: it has no headers")
+    return _reply(msg, raw, _body_text(msg), _attachments(msg))
+
+
+def _reply(msg, raw: bytes, text: str, attachments: list[tuple[str, int]]) -> Reply:
+    """The Reply a message's headers describe; `raw` is hashed when it has no Message-ID."""
+    name, sender = (_addresses(msg, "From") or [("", "")])[0]
+    message_id = _message_id(_header(msg, "Message-ID"))
+    return Reply(message_id=message_id, refers_to=_refers_to(msg),
+                 to=_unique(a for h in ("To", "Cc") for _, a in _addresses(msg, h)),
+                 sender=sender, sender_name=name, sent_at=_date(_header(msg, "Date")),
+                 subject=_header(msg, "Subject"), text=text[:MAX_TEXT_CHARS], attachments=attachments,
+                 auto_reply=auto_reply_reason(msg), dedupe_key=_dedupe_key(message_id, raw))
+
+
+def _parse_bytes(raw: bytes):
+    import email
+    import email.policy
+
+    if not isinstance(raw, (bytes, bytearray)) or not raw.strip():
+        raise ReplyError("not an email message: it is empty")
+    try:
+        return email.message_from_bytes(bytes(raw), policy=email.policy.default)
+    except Exception as e:  # noqa: BLE001 - the parser is lenient; anything it still refuses is bad input
+        raise ReplyError(f"not an email message ({type(e).__name__})") from None
+
+
+def _header(msg, name: str) -> str:
+    """A header's decoded value, '' if absent; a header the parser chokes on is read raw instead."""
+    try:
+        value = msg.get(name)
+        return "" if value is None else " ".join(str(value).split())
+    except Exception:  # noqa: BLE001 - a malformed header is data to keep as well as we can
+        raw = _raw_values(msg, name)
+        return " ".join(raw[0].split()) if raw else ""
+
+
+def _addresses(msg, name: str) -> list[tuple[str, str]]:
+    """(display name, lower-case address) for every address in every `name` header."""
+    from email.utils import getaddresses
+
+    try:
+        pairs = [(a.display_name, a.addr_spec) for h in msg.get_all(name, []) for a in h.addresses]
+    except Exception:  # noqa: BLE001 - fall back to the forgiving parser on the raw text
+        pairs = getaddresses(_raw_values(msg, name))
+    return [(n, a.strip().lower()) for n, a in pairs if a and "@" in a]
+
+
+def _raw_values(msg, name: str) -> list[str]:
+    """A header's values as they came (encoded words decoded), for when the parser fails on them."""
+    from email.header import decode_header, make_header
+
+    values = []
+    for key, value in msg.raw_items():
+        if key.lower() == name.lower():
+            try:
+                values.append(str(make_header(decode_header(str(value)))))
+            except Exception:  # noqa: BLE001 - an unknown charset or a broken word: keep it raw
+                values.append(str(value))
+    return values
+
+
+def _message_id(value: str) -> str | None:
+    """The id inside <...>, or a bare token where a sloppy mailer left the brackets off."""
+    found = _MESSAGE_ID.search(value)
+    if found:
+        return found.group(1)
+    bare = value.strip().strip("<>")
+    return bare if bare and " " not in bare else None
+
+
+def _refers_to(msg) -> list[str]:
+    """In-Reply-To first (the message answered), then References (the thread), each once."""
+    ids = []
+    for name in ("In-Reply-To", "References"):
+        value = _header(msg, name)
+        ids += _MESSAGE_ID.findall(value) or [t.strip("<>") for t in value.split() if "@" in t]
+    return _unique(ids)
+
+
+def _date(value: str) -> float | None:
+    """Unix seconds from a Date header; a date with no zone is taken as UTC; None if unreadable."""
+    import calendar
+    from email.utils import parsedate_tz
+
+    try:
+        parts = parsedate_tz(value) if value else None
+        return None if parts is None else float(calendar.timegm(parts[:9]) - (parts[9] or 0))
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def _body_text(msg) -> str:
+    """The text/plain body, or the HTML body made plain: a reply is stored as text, never markup."""
+    for kind in ("plain", "html"):
+        try:
+            part = msg.get_body(preferencelist=(kind,))
+        except Exception:  # noqa: BLE001 - a tangled structure: try the other kind, then give up
+            part = None
+        if part is None:
+            continue
+        try:
+            text = part.get_content()
+        except Exception:  # noqa: BLE001 - an unknown charset, broken base64: keep what decodes
+            payload = part.get_payload(decode=True)
+            text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
+        return text if kind == "plain" else html_to_text(text)
+    return ""
+
+
+def _attachments(msg) -> list[tuple[str, int]]:
+    """(file name, decoded size) of each attached file; an attached message counts as one file."""
+    found: list[tuple[str, int]] = []
+
+    def visit(part) -> None:
+        try:
+            filename = part.get_filename()
+            disposition = part.get_content_disposition()
+        except Exception:  # noqa: BLE001 - a broken parameter: not a name we can use
+            filename, disposition = None, None
+        if filename or disposition == "attachment":
+            found.append((filename or "", _size(part)))
+        elif part.is_multipart():
+            for sub in part.get_payload():
+                visit(sub)
+
+    visit(msg)
+    return found
+
+
+def _size(part) -> int:
+    """Decoded bytes; an attached message (no payload to decode) counts as its serialised bytes."""
+    try:
+        payload = part.get_payload(decode=True)
+        return len(payload) if isinstance(payload, bytes) else len(part.get_payload(0).as_bytes())
+    except Exception:  # noqa: BLE001 - a size is a hint, not worth refusing a reply over
+        return 0
+
+
+def _dedupe_key(message_id: str | None, raw: bytes) -> str:
+    """The Message-ID when there is one; else a hash of the bytes, with line endings made one kind,
+    so the same message saved as .eml, in an mbox and posted by SendGrid is recorded once."""
+    if message_id:
+        return f"mid:{message_id}"
+    return "sha256:" + hashlib.sha256(bytes(raw).replace(b"\r\n", b"\n")).hexdigest()
+
+
+def _unique(items) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+# -- automatic replies ------------------------------------------------------------------------------
+
+def auto_reply_reason(msg) -> str | None:
+    """Why a message is an automatic reply (the header or subject that says so), or None.
+
+    An out-of-office note is not an answer: it must not mark a letter replied or stop a follow-up."""
+    auto = _header(msg, "Auto-Submitted")
+    if auto and auto.split(";")[0].strip().lower() != "no":
+        return f"Auto-Submitted: {auto}"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        if _raw_values(msg, name) and _header(msg, name).lower() not in ("no", "false"):
+            return f"{name}: {_header(msg, name)}" if _header(msg, name) else name
+    suppress = _header(msg, "X-Auto-Response-Suppress")
+    if re.search(r"\b(oof|autoreply)\b", suppress, re.I):
+        return f"X-Auto-Response-Suppress: {suppress}"
+    precedence = _header(msg, "Precedence")
+    if precedence.strip().lower() in ("auto_reply", "bulk", "junk"):
+        return f"Precedence: {precedence}"
+    return _subject_marker(_header(msg, "Subject"))
+
+
+def _subject_marker(subject: str) -> str | None:
+    marker = _AUTO_SUBJECT.match(subject)
+    return f"Subject starts with {marker.group(0).strip()!r}" if marker else None
+
+
+# -- HTML made plain --------------------------------------------------------------------------------
+
+class _PlainText(HTMLParser):
+    """Collects what a reader of the page would see: scripts and styles dropped, blocks on lines."""
+
+    SKIP = {"script", "style", "template", "title"}
+    BLOCK = {"p", "div", "br", "li", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
+             "blockquote", "pre", "hr", "section", "article", "header", "footer", "dt", "dd", "address"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skipping: list[str] = []
+        self.pre = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.skipping.append(tag)
+        if tag in self.BLOCK:
+            self.out.append("\n- " if tag == "li" else "\n")
+        self.pre += tag == "pre"
+
+    def handle_endtag(self, tag):
+        if tag in self.skipping:   # closes it, and anything left open inside it
+            del self.skipping[len(self.skipping) - 1 - self.skipping[::-1].index(tag):]
+        if tag in self.BLOCK:
+            self.out.append("\n")
+        if tag == "pre" and self.pre:
+            self.pre -= 1
+
+    def handle_data(self, data):
+        if not self.skipping:
+            self.out.append(data if self.pre else re.sub(r"\s+", " ", data))
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from an HTML body (html.parser: nothing is fetched or run)."""
+    parser = _PlainText()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - what was read before the parser gave up is kept
+        pass
+    lines = [line.strip() for line in "".join(parser.out).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+def read_mbox(path) -> Iterator[Reply]:
+    """Each message of an mbox file, in order; ReplyError names the file (and message) that is bad."""
+    import mailbox
+
+    try:
+        box = mailbox.mbox(str(path), create=False)
+    except (OSError, mailbox.Error) as e:
+        raise ReplyError(f"{path}: cannot read it as an mbox ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        for n, key in enumerate(box.iterkeys(), 1):
+            try:
+                reply = parse_message(box.get_bytes(key))
+            except (OSError, ReplyError) as e:
+                raise ReplyError(f"{path}, message {n}: {getattr(e, 'strerror', None) or e}") from None
+            yield reply
+    finally:
+        box.close()
+
+
+def read_file(path) -> list[Reply]:
+    """The replies in an .eml file (one) or an mbox (any number; it starts with "From ")."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(5)
+            if start == b"From ":
+                return list(read_mbox(path))
+            raw = start + f.read()
+    except OSError as e:
+        raise ReplyError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return [parse_message(raw)]
+    except ReplyError as e:
+        raise ReplyError(f"{path}: {e}") from None
+
+
+# -- SendGrid Inbound Parse -------------------------------------------------------------------------
+
+def verify_inbound_signature(public_key, headers, body: bytes) -> bool:
+    """True if a post's headers (a case-insensitive mapping, as Starlette's) sign its exact raw body;
+    check before parsing. The timestamp's age is the caller's to judge (`webhook.timestamp_problem`)."""
+    signature, timestamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
+    return bool(signature and timestamp) and verify_signature(public_key, signature, timestamp, body)
+
+
+def parse_inbound_post(content_type: str, body: bytes) -> Reply:
+    """A Reply from Inbound Parse's multipart/form-data POST, in raw mode (`email`) or parsed mode."""
+    fields, files = _form_parts(content_type, body)
+    charsets = _json(fields.get("charsets", b""), {})
+
+    def text(name: str) -> str:
+        return _decode(fields.get(name, b""), charsets.get(name))
+
+    if "email" in fields:
+        reply = parse_message(fields["email"])
+    elif "headers" in fields or "from" in fields:
+        reply = _parsed_mode(fields, files, text)
+    else:
+        raise ReplyError("an Inbound Parse post with neither an `email` field nor parsed fields (headers, from)")
+    rcpts = _json(fields.get("envelope", b""), {}).get("to")
+    rcpts = [rcpts] if isinstance(rcpts, str) else rcpts if isinstance(rcpts, list) else []
+    reply.to = _unique([*reply.to, *(a.strip().lower() for a in rcpts if isinstance(a, str) and "@" in a)])
+    reply.spam_score = _number(text("spam_score"))
+    reply.spam_report = text("spam_report") or None
+    return reply
+
+
+def _parsed_mode(fields: dict[str, bytes], files: list[tuple[str, str, bytes]], text) -> Reply:
+    """Parsed mode: ids, date and auto-reply markers from the header block; who, subject, body and
+    files from the decoded fields."""
+    from email.message import EmailMessage
+    from email.utils import getaddresses, parseaddr
+
+    block = fields.get("headers", b"").strip(b"\r\n")
+    msg = _parse_bytes(block + b"\r\n\r\n") if block.strip() else EmailMessage()
+    info = _json(fields.get("attachment-info", b""), {})
+    attachments = []
+    for name, filename, payload in files:   # attachment1..N, in the order posted
+        described = info.get(name) if isinstance(info.get(name), dict) else {}
+        attachments.append((filename or described.get("filename") or described.get("name") or name, len(payload)))
+    raw = b"\0".join(fields.get(k, b"") for k in ("headers", "text", "html"))
+    reply = _reply(msg, raw, text("text") or html_to_text(text("html")), attachments)
+    name, sender = parseaddr(text("from"))
+    if "@" in sender:
+        reply.sender, reply.sender_name = sender.strip().lower(), name
+    to = [a.strip().lower() for _, a in getaddresses([text("to"), text("cc")]) if "@" in a]
+    reply.to = _unique([*to, *reply.to])
+    subject = " ".join(text("subject").split())
+    if subject:
+        reply.subject = subject
+        reply.auto_reply = reply.auto_reply or _subject_marker(subject)
+    return reply
+
+
+def _form_parts(content_type: str, body: bytes) -> tuple[dict[str, bytes], list[tuple[str, str, bytes]]]:
+    """Fields and (field, file name, bytes) files of a multipart/form-data body, split on the boundary
+    by hand so each value is its exact bytes, whatever its size; part headers are read by the stdlib."""
+    from email.message import Message
+    from email.parser import BytesHeaderParser
+
+    if "\r" in content_type or "\n" in content_type:
+        raise ReplyError("the Content-Type header holds a line break")
+    outer = Message()
+    outer["Content-Type"] = content_type
+    boundary = outer.get_param("boundary")
+    if outer.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
+        raise ReplyError(f"not a multipart/form-data body with a boundary (Content-Type: {content_type[:100]!r})")
+    delimiter = b"--" + boundary.encode("latin-1", errors="replace")
+    newline = b"\r\n" if b"\r\n" + delimiter in body or body.startswith(delimiter + b"\r\n") else b"\n"
+    chunks = (newline + body).split(newline + delimiter)
+    if len(chunks) < 3:
+        raise ReplyError("a multipart body without its parts (the boundary is not in it)")
+    fields: dict[str, bytes] = {}
+    files: list[tuple[str, str, bytes]] = []
+    for chunk in chunks[1:]:
+        if chunk.startswith(b"--"):
+            break   # the closing delimiter: what follows is epilogue
+        head, sep, content = chunk.partition(newline + newline)
+        if not sep:
+            raise ReplyError("a multipart part without a blank line after its headers")
+        part = BytesHeaderParser().parsebytes(head.lstrip(b" \t").removeprefix(newline) + b"\n\n")
+        if part.get_content_disposition() != "form-data":
+            continue
+        name = part.get_param("name", header="content-disposition")
+        name = name if isinstance(name, str) else ""
+        if part.get_param("filename", header="content-disposition") is not None:
+            # A raw UTF-8 file name (as browsers and SendGrid send it) comes back as escapes: undo them.
+            filename = (part.get_filename() or "").encode("utf-8", "surrogateescape")
+            files.append((name, filename.decode("utf-8", errors="replace"), content))
+        elif name:
+            fields.setdefault(name, content)
+    else:
+        raise ReplyError("a multipart body cut short: it has no closing boundary")
+    return fields, files
+
+
+def _decode(raw: bytes, charset) -> str:
+    """A form field in the charset `charsets` names for it, else UTF-8; bad bytes become U+FFFD."""
+    try:
+        return raw.decode(charset if isinstance(charset, str) and charset else "utf-8", errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def _json(raw: bytes, default: dict) -> dict:
+    """A JSON object from a form field; `default` if it is absent, broken, or not an object."""
+    try:
+        value = json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return default
+    return value if isinstance(value, dict) else default
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if math.isfinite(float(text)) else None
+    except ValueError:
+        return None
