@@ -17,6 +17,7 @@ from outreach.cli_campaign import campaign
 from outreach.cli_contacts import contacts
 from outreach.cli_ledger import letters, status
 from outreach.cli_letters import preview, send
+from outreach.cli_replies import replies
 from outreach.cli_report import report
 from outreach.cli_schedule import schedule
 from outreach.cli_suppressions import suppressions
@@ -179,5 +180,6 @@ def run(argv: list[str] | None = None) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-for command in (contacts, preview, send, status, letters, report, serve, events, suppressions, schedule, campaign):
+for command in (contacts, preview, send, status, letters, report, serve, events, suppressions, schedule, campaign,
+                replies):
     cli.add_command(command)

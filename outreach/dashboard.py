@@ -171,7 +171,7 @@ def dashboard_routes(cfg, ledger, token: str) -> list:
         html_b64 = base64.b64encode(archived["html"].encode()).decode() if archived else ""
         return page("dashboard/letter.html.j2", request, l=row, when=_when,
                     attempts=ledger.letters.attempts_of(row.id), events=ledger.events.of_letter(row.id),
-                    archived=archived, html_b64=html_b64)
+                    replies=ledger.replies.of_letter(row.id), archived=archived, html_b64=html_b64)
 
     async def unmatched(request):
         page_no = _page(request)

@@ -1,10 +1,6 @@
-"""Replies to our letters, read from what they arrive as: an .eml file, an mbox, or SendGrid
-Inbound Parse's POST (raw or parsed mode). Pure: bytes in, `Reply` out; no database, no network.
-
-Everything here is written by strangers, so nothing trusts it: a broken header, an unknown
-charset or a lying Content-Type degrades a field, never the whole reply. Only input that is not
-a message at all raises `ReplyError`, in one line.
-"""
+"""Replies to our letters as they arrive: .eml files, mboxes, SendGrid Inbound Parse posts (raw or
+parsed mode). Pure: bytes in, `Reply` out. Strangers wrote all of it, so a broken header or charset
+degrades a field, never the reply; only what is no message at all raises `ReplyError`, in one line."""
 
 from __future__ import annotations
 
@@ -18,9 +14,8 @@ from typing import Iterator
 
 from outreach.errors import one_line
 
-# Inbound Parse posts signed by a webhook security policy carry the Event Webhook's two headers,
-# and the signature is the same: ECDSA P-256 / SHA-256 over timestamp + the raw body, base64 DER.
-# The key is the security policy's, not the Event Webhook's.
+# A post signed by an Inbound Parse security policy carries the Event Webhook's two headers and
+# the same ECDSA P-256 signature over timestamp + raw body; the key is the policy's own.
 from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 # A reply is read by people and matched by ids: a novel-length body adds nothing but weight.
@@ -96,10 +91,9 @@ def _header(msg, name: str) -> str:
     """A header's decoded value, '' if absent; a header the parser chokes on is read raw instead."""
     try:
         value = msg.get(name)
-        return "" if value is None else " ".join(str(value).split())
     except Exception:  # noqa: BLE001 - a malformed header is data to keep as well as we can
-        raw = _raw_values(msg, name)
-        return " ".join(raw[0].split()) if raw else ""
+        value = (_raw_values(msg, name) or [None])[0]
+    return "" if value is None else " ".join(str(value).split())
 
 
 def _addresses(msg, name: str) -> list[tuple[str, str]]:
@@ -114,26 +108,14 @@ def _addresses(msg, name: str) -> list[tuple[str, str]]:
 
 
 def _raw_values(msg, name: str) -> list[str]:
-    """A header's values as they came (encoded words decoded), for when the parser fails on them."""
-    from email.header import decode_header, make_header
-
-    values = []
-    for key, value in msg.raw_items():
-        if key.lower() == name.lower():
-            try:
-                values.append(str(make_header(decode_header(str(value)))))
-            except Exception:  # noqa: BLE001 - an unknown charset or a broken word: keep it raw
-                values.append(str(value))
-    return values
+    """A header's values as they came, for when the parser fails on them."""
+    return [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
 
 
 def _message_id(value: str) -> str | None:
     """The id inside <...>, or a bare token where a sloppy mailer left the brackets off."""
-    found = _MESSAGE_ID.search(value)
-    if found:
-        return found.group(1)
-    bare = value.strip().strip("<>")
-    return bare if bare and " " not in bare else None
+    found, bare = _MESSAGE_ID.search(value), value.strip().strip("<>")
+    return found.group(1) if found else bare if bare and " " not in bare else None
 
 
 def _refers_to(msg) -> list[str]:
@@ -207,9 +189,8 @@ def _size(part) -> int:
 def _dedupe_key(message_id: str | None, raw: bytes) -> str:
     """The Message-ID when there is one; else a hash of the bytes, with line endings made one kind,
     so the same message saved as .eml, in an mbox and posted by SendGrid is recorded once."""
-    if message_id:
-        return f"mid:{message_id}"
-    return "sha256:" + hashlib.sha256(bytes(raw).replace(b"\r\n", b"\n")).hexdigest()
+    return f"mid:{message_id}" if message_id else \
+        "sha256:" + hashlib.sha256(bytes(raw).replace(b"\r\n", b"\n")).hexdigest()
 
 
 def _unique(items) -> list[str]:
@@ -219,9 +200,8 @@ def _unique(items) -> list[str]:
 # -- automatic replies ------------------------------------------------------------------------------
 
 def auto_reply_reason(msg) -> str | None:
-    """Why a message is an automatic reply (the header or subject that says so), or None.
-
-    An out-of-office note is not an answer: it must not mark a letter replied or stop a follow-up."""
+    """Why a message is an automatic reply (the header or subject that says so), or None: an
+    out-of-office note is no answer, and must not mark a letter replied or stop a follow-up."""
     auto = _header(msg, "Auto-Submitted")
     if auto and auto.split(";")[0].strip().lower() != "no":
         return f"Auto-Submitted: {auto}"
@@ -245,36 +225,51 @@ def _subject_marker(subject: str) -> str | None:
 # -- HTML made plain --------------------------------------------------------------------------------
 
 class _PlainText(HTMLParser):
-    """Collects what a reader of the page would see: scripts and styles dropped, blocks on lines."""
+    """What a reader of the page sees: scripts and styles dropped, paragraphs apart, lines on lines."""
 
     SKIP = {"script", "style", "template", "title"}
-    BLOCK = {"p", "div", "br", "li", "tr", "table", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
-             "blockquote", "pre", "hr", "section", "article", "header", "footer", "dt", "dd", "address"}
+    PARAGRAPH = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table", "ul", "ol", "hr"}
+    LINE = {"div", "li", "tr", "dt", "dd", "section", "article", "header", "footer", "address"}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skipping: list[str] = []
         self.pre = 0
+        self.breaks = 0   # line breaks owed before the next text; blocks side by side share theirs
 
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIP:
             self.skipping.append(tag)
-        if tag in self.BLOCK:
-            self.out.append("\n- " if tag == "li" else "\n")
         self.pre += tag == "pre"
+        self.breaks += tag == "br"
+        self._block(tag)
+        if tag in ("td", "th") and self.out and not self.out[-1].endswith((" ", "\n")):
+            self.out.append(" ")   # cells side by side stay apart
+        if tag == "li":
+            self.handle_data("- ")
 
     def handle_endtag(self, tag):
         if tag in self.skipping:   # closes it, and anything left open inside it
             del self.skipping[len(self.skipping) - 1 - self.skipping[::-1].index(tag):]
-        if tag in self.BLOCK:
-            self.out.append("\n")
         if tag == "pre" and self.pre:
             self.pre -= 1
+        self._block(tag)
+
+    def _block(self, tag: str) -> None:
+        if tag in self.PARAGRAPH or tag in self.LINE:
+            self.breaks = max(self.breaks, 2 if tag in self.PARAGRAPH else 1)
 
     def handle_data(self, data):
-        if not self.skipping:
-            self.out.append(data if self.pre else re.sub(r"\s+", " ", data))
+        if self.skipping:
+            return
+        if not self.pre:
+            data = re.sub(r"[ \t\r\n\f]+", " ", data)   # HTML's own white space; a no-break space stays
+            if self.breaks or not self.out or self.out[-1].endswith("\n"):
+                data = data.lstrip(" ")
+        if data:
+            self.out.append("\n" * self.breaks * bool(self.out) + data)
+            self.breaks = 0
 
 
 def html_to_text(html: str) -> str:
@@ -285,8 +280,8 @@ def html_to_text(html: str) -> str:
         parser.close()
     except Exception:  # noqa: BLE001 - what was read before the parser gave up is kept
         pass
-    lines = [line.strip() for line in "".join(parser.out).splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    lines = [line.rstrip() for line in "".join(parser.out).splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
 # -- files ------------------------------------------------------------------------------------------
@@ -295,19 +290,17 @@ def read_mbox(path) -> Iterator[Reply]:
     """Each message of an mbox file, in order; ReplyError names the file (and message) that is bad."""
     import mailbox
 
+    n, box = 0, None
     try:
         box = mailbox.mbox(str(path), create=False)
-    except (OSError, mailbox.Error) as e:
-        raise ReplyError(f"{path}: cannot read it as an mbox ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        for n, key in enumerate(box.iterkeys(), 1):
-            try:
-                reply = parse_message(box.get_bytes(key))
-            except (OSError, ReplyError) as e:
-                raise ReplyError(f"{path}, message {n}: {getattr(e, 'strerror', None) or e}") from None
-            yield reply
+        for n, key in enumerate(box.keys(), 1):
+            yield parse_message(box.get_bytes(key))
+    except (OSError, mailbox.Error, ReplyError) as e:
+        where = f"{path}, message {n}" if n else f"{path}"
+        raise ReplyError(f"{where}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     finally:
-        box.close()
+        if box is not None:
+            box.close()
 
 
 def read_file(path) -> list[Reply]:
@@ -338,10 +331,14 @@ def verify_inbound_signature(public_key, headers, body: bytes) -> bool:
 def parse_inbound_post(content_type: str, body: bytes) -> Reply:
     """A Reply from Inbound Parse's multipart/form-data POST, in raw mode (`email`) or parsed mode."""
     fields, files = _form_parts(content_type, body)
-    charsets = _json(fields.get("charsets", b""), {})
+    charsets = _json(fields.get("charsets", b""))
 
     def text(name: str) -> str:
-        return _decode(fields.get(name, b""), charsets.get(name))
+        """A field in the charset `charsets` names for it, else UTF-8; bad bytes become U+FFFD."""
+        try:
+            return fields.get(name, b"").decode(charsets.get(name) or "utf-8", errors="replace")
+        except (LookupError, TypeError):
+            return fields.get(name, b"").decode("utf-8", errors="replace")
 
     if "email" in fields:
         reply = parse_message(fields["email"])
@@ -349,7 +346,7 @@ def parse_inbound_post(content_type: str, body: bytes) -> Reply:
         reply = _parsed_mode(fields, files, text)
     else:
         raise ReplyError("an Inbound Parse post with neither an `email` field nor parsed fields (headers, from)")
-    rcpts = _json(fields.get("envelope", b""), {}).get("to")
+    rcpts = _json(fields.get("envelope", b"")).get("to")
     rcpts = [rcpts] if isinstance(rcpts, str) else rcpts if isinstance(rcpts, list) else []
     reply.to = _unique([*reply.to, *(a.strip().lower() for a in rcpts if isinstance(a, str) and "@" in a)])
     reply.spam_score = _number(text("spam_score"))
@@ -365,7 +362,7 @@ def _parsed_mode(fields: dict[str, bytes], files: list[tuple[str, str, bytes]], 
 
     block = fields.get("headers", b"").strip(b"\r\n")
     msg = _parse_bytes(block + b"\r\n\r\n") if block.strip() else EmailMessage()
-    info = _json(fields.get("attachment-info", b""), {})
+    info = _json(fields.get("attachment-info", b""))
     attachments = []
     for name, filename, payload in files:   # attachment1..N, in the order posted
         described = info.get(name) if isinstance(info.get(name), dict) else {}
@@ -387,6 +384,7 @@ def _parsed_mode(fields: dict[str, bytes], files: list[tuple[str, str, bytes]], 
 def _form_parts(content_type: str, body: bytes) -> tuple[dict[str, bytes], list[tuple[str, str, bytes]]]:
     """Fields and (field, file name, bytes) files of a multipart/form-data body, split on the boundary
     by hand so each value is its exact bytes, whatever its size; part headers are read by the stdlib."""
+    import email.policy
     from email.message import Message
     from email.parser import BytesHeaderParser
 
@@ -398,49 +396,45 @@ def _form_parts(content_type: str, body: bytes) -> tuple[dict[str, bytes], list[
     if outer.get_content_type() != "multipart/form-data" or not isinstance(boundary, str) or not boundary:
         raise ReplyError(f"not a multipart/form-data body with a boundary (Content-Type: {content_type[:100]!r})")
     delimiter = b"--" + boundary.encode("latin-1", errors="replace")
-    newline = b"\r\n" if b"\r\n" + delimiter in body or body.startswith(delimiter + b"\r\n") else b"\n"
-    chunks = (newline + body).split(newline + delimiter)
-    if len(chunks) < 3:
+    after = body[body.find(delimiter) + len(delimiter):].lstrip(b" \t-")
+    newline = b"\r\n" if after.startswith(b"\r\n") else b"\n"
+    data = newline + body
+    # A delimiter is a whole line (RFC 2046): the boundary's text inside an attachment is not one.
+    line = re.escape(newline + delimiter) + rb"(--)?[ \t]*(?=" + re.escape(newline) + rb"|\Z)"
+    marks = list(re.finditer(line, data))
+    if not marks:
         raise ReplyError("a multipart body without its parts (the boundary is not in it)")
+    if not any(m.group(1) for m in marks):
+        raise ReplyError("a multipart body cut short: it has no closing boundary")
     fields: dict[str, bytes] = {}
     files: list[tuple[str, str, bytes]] = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
+    for mark, following in zip(marks, marks[1:]):
+        if mark.group(1):
             break   # the closing delimiter: what follows is epilogue
-        head, sep, content = chunk.partition(newline + newline)
+        head, sep, content = data[mark.end():following.start()].partition(newline + newline)
         if not sep:
             raise ReplyError("a multipart part without a blank line after its headers")
-        part = BytesHeaderParser().parsebytes(head.lstrip(b" \t").removeprefix(newline) + b"\n\n")
+        # The HTTP policy reads a raw UTF-8 file name (as SendGrid and browsers send it) as UTF-8.
+        head = head.lstrip(b" \t").removeprefix(newline) + b"\n\n"
+        part = BytesHeaderParser(policy=email.policy.HTTP).parsebytes(head)
         if part.get_content_disposition() != "form-data":
             continue
         name = part.get_param("name", header="content-disposition")
         name = name if isinstance(name, str) else ""
         if part.get_param("filename", header="content-disposition") is not None:
-            # A raw UTF-8 file name (as browsers and SendGrid send it) comes back as escapes: undo them.
-            filename = (part.get_filename() or "").encode("utf-8", "surrogateescape")
-            files.append((name, filename.decode("utf-8", errors="replace"), content))
+            files.append((name, part.get_filename() or "", content))
         elif name:
             fields.setdefault(name, content)
-    else:
-        raise ReplyError("a multipart body cut short: it has no closing boundary")
     return fields, files
 
 
-def _decode(raw: bytes, charset) -> str:
-    """A form field in the charset `charsets` names for it, else UTF-8; bad bytes become U+FFFD."""
-    try:
-        return raw.decode(charset if isinstance(charset, str) and charset else "utf-8", errors="replace")
-    except LookupError:
-        return raw.decode("utf-8", errors="replace")
-
-
-def _json(raw: bytes, default: dict) -> dict:
-    """A JSON object from a form field; `default` if it is absent, broken, or not an object."""
+def _json(raw: bytes) -> dict:
+    """A JSON object from a form field; {} if it is absent, broken, or not an object."""
     try:
         value = json.loads(raw.decode("utf-8", errors="replace"))
     except ValueError:
-        return default
-    return value if isinstance(value, dict) else default
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _number(text: str) -> float | None:

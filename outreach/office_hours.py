@@ -11,7 +11,7 @@ import functools
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
-from outreach.config import Schedule
+from outreach.config_schedule import Schedule
 
 UTC = dt.timezone.utc
 LOOKAHEAD_DAYS = 800   # far enough for any schedule with a sending day in it

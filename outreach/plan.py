@@ -137,7 +137,7 @@ def plan_campaign(cfg, name: str | None, contacts: Path | None = None, ledger=No
     selection = select(contact_list.contacts, campaign.audience)
     plan = Plan(name, path, contact_list, selection, templates, list(selection.recipients))
     if campaign.follow_up_of is not None:
-        wanted = _follow_up_audience(ledger, campaign, now)
+        wanted = _follow_up_audience(ledger, campaign, now, cfg)
         plan.not_due = sum(1 for c in plan.audience if c.key not in wanted)
         plan.audience = [c for c in plan.audience if c.key in wanted]
     # Who gets no letter, and why (the first reason that holds).
@@ -211,16 +211,20 @@ def render_every_letter(cfg, name: str) -> Plan:
     return plan
 
 
-def _follow_up_audience(ledger, campaign, now: float) -> set[str]:
+def _follow_up_audience(ledger, campaign, now: float, cfg) -> set[str]:
     """Recipients (email keys) of the first campaign whose letter is in the wanted state for
-    `after_days` days."""
+    `after_days` days, less those who replied to it or to any of its follow-ups (stop on reply:
+    the recipient is the unit)."""
     if ledger is None:
         return set()
     first = ledger.campaigns.id(campaign.follow_up_of, create=False)
     if first is None:
         return set()
-    return ledger.letters.in_states(first, states.FOLLOW_UP[campaign.audience.status],
-                                    now - campaign.after_days * 86400)
+    wanted = ledger.letters.in_states(first, states.FOLLOW_UP[campaign.audience.status],
+                                      now - campaign.after_days * 86400)
+    family = [campaign.follow_up_of] + [n for n, c in cfg.campaigns.items() if c.follow_up_of == campaign.follow_up_of]
+    ids = [i for i in (ledger.campaigns.id(n, create=False) for n in family) if i is not None]
+    return wanted - ledger.replies.repliers(ids)
 
 
 def shown_reason(reason: str) -> str:

@@ -22,7 +22,7 @@ import time
 
 from apscheduler.triggers.base import BaseTrigger
 
-from outreach.config import Schedule
+from outreach.config_schedule import Schedule
 from outreach.errors import EXIT_ATTENTION, EXIT_OK, UserError, one_line
 from outreach.office_hours import (
     UTC, batch_for_tick, every, local_midnight, missed_tick, next_tick, when, window_open,

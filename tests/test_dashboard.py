@@ -311,3 +311,31 @@ def test_on_a_terminal_serve_prints_a_sign_in_link(ledger_project, signing_key):
         _, err = server.communicate(timeout=30)
         os.close(leader)
     assert token not in err
+
+
+def test_a_reply_holding_a_script_is_shown_as_text(ledger_project, browser, signing_key):
+    from outreach.inbound import parse_message
+
+    cfg = load_config(ledger_project.config)
+    ledger = Ledger(cfg.database_url)
+    hostile = ("From: Staffer <dan.sullivan@senate.example.org>\nTo: jordan@advocacy.example.org\n"
+               "Subject: Re: <b>landmines</b>\nMessage-ID: <hostile@senate.example.org>\n"
+               "Content-Type: text/plain; charset=utf-8\n\n"
+               "Thanks. <script>document.title='owned'</script><img src=x onerror=alert(1)>\n").encode()
+    assert ledger.replies.record([parse_message(hostile)]).matched == 1
+    from outreach.letters import letter_id
+
+    letter = ledger.letters.find(letter_id("korea-exception", "dan.sullivan@senate.example.org"))
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
+        page = browser.new_page()
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(base(server) + f"/login?token={TOKEN}")
+        page.goto(base(server) + f"/letters/{letter.id}")
+        assert page.locator("#letter-state").inner_text() == "replied"
+        shown = page.locator(".reply-text").inner_text()
+        assert "<script>document.title='owned'</script>" in shown and "<img src=x" in shown
+        assert page.title() != "owned" and dialogs == []
+        assert page.locator(".reply img, .reply script").count() == 0
+        assert "Re: <b>landmines</b>" in page.locator(".reply").inner_text()
+        page.close()

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT
 from mockgrid import MockGrid
-from outreach.config import Schedule, load_config, parse_days
+from outreach.config import load_config
+from outreach.config_schedule import Schedule, parse_days
 from outreach.office_hours import (
     batch_for_tick, every, expected_finish, is_sending_day, missed_tick, next_tick, ticks_after, window_open,
 )

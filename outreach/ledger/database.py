@@ -22,6 +22,7 @@ from outreach.ledger.campaigns import Campaigns
 from outreach.ledger.event_store import EventStore
 from outreach.ledger.letters import Letters
 from outreach.ledger.locks import Lock
+from outreach.ledger.replies import Replies
 from outreach.ledger.report_queries import ReportQueries
 from outreach.ledger.suppressions import Suppressions
 from outreach.ledger.writer import GroupWriter, now
@@ -31,7 +32,7 @@ class Ledger:
     """The ledger in any SQLAlchemy database; SQLite (WAL) by default.
 
     Its parts, each a small object over the same database: `campaigns`,
-    `letters`, `events`, `suppressions`, `reports` (read-only queries).
+    `letters`, `events`, `suppressions`, `replies`, `reports` (read-only queries).
     """
 
     def __init__(self, url: str):
@@ -52,6 +53,7 @@ class Ledger:
         self.letters = Letters(self)
         self.events = EventStore(self)
         self.suppressions = Suppressions(self)
+        self.replies = Replies(self)
         self.reports = ReportQueries(self)
 
     @contextlib.contextmanager

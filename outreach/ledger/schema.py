@@ -133,6 +133,31 @@ events_set_aside = Table(
 )
 
 
+# Offices' replies to letters (Inbound Parse posts, or .eml/mbox files): kept as data, never
+# served as HTML. A reply that matched no letter is kept for review (letter_id null).
+replies = Table(
+    "replies", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("letter_id", String(32), ForeignKey("letters.id")),      # null: unmatched
+    Column("campaign_id", Integer, ForeignKey("campaigns.id")),
+    Column("matched_by", String(16)),                               # address, thread, sender; null: none
+    Column("dedupe_key", String(160), nullable=False, unique=True), # "mid:" + its Message-ID, or "sha256:" + hash
+    Column("sender", String(320), nullable=False, default=""),
+    Column("sender_name", Text, nullable=False, default=""),
+    Column("sent_at", Float),                                       # its Date header
+    Column("received_at", Float, nullable=False),
+    Column("subject", Text, nullable=False, default=""),
+    Column("text", Text, nullable=False, default=""),               # plain text (HTML converted), cut at 100,000
+    Column("attachments", Text, nullable=False, default="[]"),      # JSON [[name, bytes], ...]; contents not kept
+    Column("spam_score", Float),
+    Column("spam_report", Text),
+    Column("auto_reply", Text),                                     # why it is automatic; null: a person wrote it
+    Column("problem", Text),                                        # why it could not be read (kept whole in raw_z)
+    Column("raw_z", LargeBinary),                                   # zlib: only for a reply that could not be read
+    Index("ix_replies_letter", "letter_id"),
+)
+
+
 suppressions = Table(
     "suppressions", metadata,
     Column("email_key", String(320), primary_key=True),       # lower-cased address: never written to again
@@ -173,6 +198,7 @@ MIGRATIONS: list[tuple[int, str, list[Table], list]] = [
     # Reports mark the offices whose term has ended: a campaign may span a change of Congress.
     (7, "each letter's term end", [], [lambda db: _add_column(db, "letters", "term_end", "VARCHAR(10)")]),
     (8, "events set aside for review", [events_set_aside], []),
+    (9, "offices' replies", [replies], []),
 ]
 
 
