@@ -30,10 +30,12 @@ def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
     import logging
 
     from outreach.dashboard import dashboard_routes
-    from outreach.webhook import WEBHOOK_PATH, create_app, public_key_from_env, run_server
+    from outreach.webhook import INBOUND_PATH, WEBHOOK_PATH, create_app, inbound_key_from_env, public_key_from_env, \
+        run_server
 
     cfg = app.config
     key = None if dashboard_only else public_key_from_env(cfg)
+    inbound_key = None if dashboard_only or not cfg.replies.address else inbound_key_from_env(cfg)
     token = _dashboard_token(cfg)
     ledger = app.ledger()
     sock = _listen(host, port)
@@ -45,8 +47,11 @@ def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
     else:
         echo(f"Receiving SendGrid events on {base}{WEBHOOK_PATH} "
              f"(key from ${cfg.sendgrid.webhook_public_key_env}); Ctrl-C stops", err=True)
+        if inbound_key is not None:
+            echo(f"Receiving offices' replies (Inbound Parse) on {base}{INBOUND_PATH} "
+                 f"(key from ${cfg.replies.public_key_env})", err=True)
     echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base, sock.getsockname()[1]), err=True)
-    web = create_app(cfg, ledger, public_key=key, webhook=not dashboard_only,
+    web = create_app(cfg, ledger, public_key=key, webhook=not dashboard_only, inbound_key=inbound_key,
                      routes=dashboard_routes(cfg, ledger, token.value))
     try:
         run_server(web, sock)

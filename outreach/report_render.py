@@ -7,7 +7,7 @@ import io
 
 HTML_ROW_LIMIT = 2000
 CSV_COLUMNS = ("id", "name", "bioguide_id", "chamber", "state", "district", "party", "email", "status",
-               "last_event", "last_event_at", "accepted_at", "reason", "term_end", "term_ended")
+               "last_event", "last_event_at", "accepted_at", "reason", "term_end", "term_ended", "replies")
 
 # Tile-grid positions (column, row) of each state and territory for the map.
 TILES = {
@@ -121,6 +121,9 @@ def to_table(report: dict, console) -> None:
                           highlight=False, soft_wrap=True)
             if r["reason"]:
                 console.print(f"         └ {visible(r['reason'])}", markup=False, highlight=False, soft_wrap=True)
+            if r.get("replies"):
+                console.print(f"         └ {count(r['replies'], 'reply', 'replies')} from the office "
+                              f"(`outreach replies list`)", markup=False, highlight=False, soft_wrap=True)
             if r.get("term_ended"):
                 console.print(f"         └ [term ended] {r['term_end']}", markup=False, highlight=False,
                               soft_wrap=True)

@@ -7,8 +7,6 @@ whatever we failed to store; refusals record nothing.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import os
 import time
@@ -16,13 +14,11 @@ from concurrent.futures import Future
 from typing import Callable, Sequence
 
 from outreach.errors import UserError, one_line
+from outreach.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, key_from_env, timestamp_problem, verify_signature
 from outreach.text import count
 
 WEBHOOK_PATH = "/webhooks/sendgrid"
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
-TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-# Our clock and SendGrid's may disagree by a little; a timestamp further ahead is refused.
-FUTURE_SKEW_S = 30.0
+INBOUND_PATH = "/webhooks/inbound"
 # A body is read in time or not at all: a sender silent this long mid-body is cut off (408),
 # as is one still sending after BODY_TIME_S; either way what it held is freed for others.
 BODY_IDLE_S = 5.0
@@ -35,26 +31,7 @@ IDLE_CONNECTION_S = 5.0
 log = logging.getLogger("outreach.webhook")
 
 
-# -- the signature ------------------------------------------------------------------------------
-
-def load_public_key(text: str):
-    """An ECDSA P-256 public key from base64 DER (as SendGrid shows it) or PEM; ValueError if it is not one."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode())
-        else:
-            key = serialization.load_der_public_key(base64.b64decode("".join(text.split()), validate=True))
-    except (ValueError, binascii.Error, UnsupportedAlgorithm) as e:
-        raise ValueError(f"not a public key ({type(e).__name__})") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise ValueError("a public key, but not ECDSA P-256")
-    return key
-
+# -- the key ----------------------------------------------------------------------------------------
 
 def public_key_from_env(cfg):
     """The webhook's verification key from the variable named by [sendgrid] webhook_public_key_env."""
@@ -64,46 +41,17 @@ def public_key_from_env(cfg):
         raise UserError(f"${env} is not set: put the Signed Event Webhook's verification key in it (SendGrid: "
                         f"Settings > Mail Settings > Event Webhook), or start `outreach serve --dashboard-only` "
                         "to look at the dashboard before SendGrid is set up")
-    try:
-        return load_public_key(text)
-    except ValueError as e:
-        raise UserError(f"${env} does not hold the webhook verification key: {e}; paste the key as SendGrid "
-                        "shows it (base64) or as PEM") from None
-
-
-def verify_signature(public_key, signature_b64: str, timestamp: str, body: bytes) -> bool:
-    """True if the base64 DER ECDSA signature covers timestamp + body exactly."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        public_key.verify(signature, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
-        return False
-    return True
-
-
-def timestamp_problem(timestamp: str, now: float, max_age_s: float) -> str | None:
-    """Why a signed timestamp is refused (too old: a replay; ahead of us; not a number), or None."""
-    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-        return "the timestamp header is not UNIX seconds"
-    age = now - int(timestamp)
-    if age > max_age_s:
-        return f"the signed timestamp is {age:.0f} s old (more than {max_age_s:g} s)"
-    if age < -FUTURE_SKEW_S:
-        return f"the signed timestamp is {-age:.0f} s in the future"
-    return None
+    return key_from_env(env, "the webhook verification key")
 
 
 # -- the app ----------------------------------------------------------------------------------------
 
 def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Callable[[], float] = time.time,
-               webhook: bool = True):
-    """The Starlette app: POST /webhooks/sendgrid, plus any `routes` a caller adds (a dashboard, say).
+               webhook: bool = True, inbound_key=None):
+    """The Starlette app: POST /webhooks/sendgrid, with [replies] address POST /webhooks/inbound,
+    plus any `routes` a caller adds (a dashboard, say).
 
-    `public_key` defaults to the one in the environment, read once here. With `webhook` false
+    The keys default to the ones in the environment, read once here. With `webhook` false
     (`serve --dashboard-only`) no key is read and every post is answered 503, saying why.
     """
     import contextlib
@@ -117,20 +65,28 @@ def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Ca
         endpoint = receiver.handle
     else:
         endpoint = _webhook_off
+    posts = [Route(WEBHOOK_PATH, endpoint, methods=["POST"])]
+    if cfg.replies.address:
+        if webhook:
+            key = inbound_key if inbound_key is not None else inbound_key_from_env(cfg)
+            inbound = InboundReceiver(ledger.replies, key, cfg.webhook.max_age_s, cfg.replies.max_body_bytes, clock)
+            posts.append(Route(INBOUND_PATH, inbound.handle, methods=["POST"]))
+        else:
+            posts.append(Route(INBOUND_PATH, _webhook_off, methods=["POST"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         ledger.close()  # what was accepted is stored before the server exits
 
-    app = Starlette(routes=[Route(WEBHOOK_PATH, endpoint, methods=["POST"]), *routes], lifespan=lifespan)
+    app = Starlette(routes=[*posts, *routes], lifespan=lifespan)
     app.state.cfg = cfg
     app.state.ledger = ledger
     return app
 
 
 async def _webhook_off(request):
-    """POST /webhooks/sendgrid under `serve --dashboard-only`: refused for now, so SendGrid retries it later."""
+    """A post to the webhooks under `serve --dashboard-only`: refused for now, so SendGrid retries it later."""
     from starlette.responses import JSONResponse
 
     return JSONResponse({"error": "the webhook is off: this server was started with --dashboard-only; "
@@ -152,6 +108,8 @@ class BodyTooSlow(Exception):
 
 class EventReceiver:
     """The endpoint: check the signature, read at most max_body bytes, parse, store, answer."""
+
+    LIMIT_KEY = "[webhook] max_body_bytes"
 
     def __init__(self, store: Callable[..., Future], public_key, max_age_s: float, max_body: int,
                  clock: Callable[[], float]):
@@ -192,24 +150,13 @@ class EventReceiver:
 
     async def _handle(self, request, refuse, held, signature: str, timestamp: str):
         from starlette.concurrency import run_in_threadpool
-        from starlette.requests import ClientDisconnect
         from starlette.responses import JSONResponse
 
         from outreach.events import EventError, parse_post
 
-        try:
-            body = await self._read(request, held)
-        except BodyTooLarge:
-            return refuse(413, f"the body is larger than {self.max_body} bytes ([webhook] max_body_bytes)")
-        except ServerBusy:
-            return refuse(503, "too many large posts at once; retry later")
-        except BodyTooSlow as e:
-            # Closing the connection: the rest of its body is never read.
-            response = refuse(408, str(e))
-            response.headers["Connection"] = "close"
-            return response
-        except ClientDisconnect:
-            return refuse(400, "the sender hung up before the body was complete")
+        body, refused = await self._body(request, refuse, held)
+        if refused is not None:
+            return refused
         if not verify_signature(self.public_key, signature, timestamp, body):
             return refuse(403, "the signature does not verify")
         try:
@@ -231,6 +178,24 @@ class EventReceiver:
         log.info("stored %d of %d events (%d duplicates, %d unmatched); %d letters changed state",
                  result.stored, result.received, result.duplicates, result.unmatched, result.letters_changed)
         return JSONResponse(result.as_dict())
+
+    async def _body(self, request, refuse, held: list[int]):
+        """(body, None), or (None, the answer refusing it)."""
+        from starlette.requests import ClientDisconnect
+
+        try:
+            return await self._read(request, held), None
+        except BodyTooLarge:
+            return None, refuse(413, f"the body is larger than {self.max_body} bytes ({self.LIMIT_KEY})")
+        except ServerBusy:
+            return None, refuse(503, "too many large posts at once; retry later")
+        except BodyTooSlow as e:
+            # Closing the connection: the rest of its body is never read.
+            response = refuse(408, str(e))
+            response.headers["Connection"] = "close"
+            return None, response
+        except ClientDisconnect:
+            return None, refuse(400, "the sender hung up before the body was complete")
 
     async def _read(self, request, held: list[int]) -> bytes:
         """The raw body, refused as soon as it passes max_body (whatever Content-Length claims),
@@ -279,6 +244,66 @@ class EventReceiver:
             except TimeoutError:
                 raise ServerBusy from None
         self.buffered += n
+
+
+class InboundReceiver(EventReceiver):
+    """POST /webhooks/inbound: SendGrid Inbound Parse, an office's reply, signed like the Event Webhook.
+
+    Inbound Parse retries only 5xx answers and drops a message after 3 days, so a genuine
+    reply is never refused: the size limit sits above SendGrid's own, and a signed post that
+    cannot be read is kept whole for review (200). Unsigned and forged posts get 403 and
+    nothing is stored. The same reply posted again is stored once.
+    """
+
+    LIMIT_KEY = "[replies] max_body_bytes"
+
+    def __init__(self, replies, public_key, max_age_s: float, max_body: int, clock: Callable[[], float]):
+        super().__init__(None, public_key, max_age_s, max_body, clock)
+        self.replies = replies
+
+    async def _handle(self, request, refuse, held, signature: str, timestamp: str):
+        import hashlib
+
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        from outreach.inbound import ReplyError, parse_inbound_post
+
+        body, refused = await self._body(request, refuse, held)
+        if refused is not None:
+            return refused
+        if not verify_signature(self.public_key, signature, timestamp, body):
+            return refuse(403, "the signature does not verify")
+        try:
+            try:
+                reply = await run_in_threadpool(parse_inbound_post, request.headers.get("content-type", ""), body)
+            except ReplyError as e:
+                key = "sha256:" + hashlib.sha256(body).hexdigest()
+                kept = await run_in_threadpool(self.replies.record_unreadable, body, str(e), key)
+                log.warning("kept a signed reply that could not be read, for review (`outreach replies list`): %s",
+                            one_line(str(e)))
+                return JSONResponse({"stored": int(kept), "unreadable": one_line(str(e))})
+            result = await run_in_threadpool(self.replies.record, [reply])
+        except Exception as e:  # noqa: BLE001 - an unstored reply must be retried by SendGrid, not lost
+            log.error("could not store a reply (%s: %s); answered 503 so SendGrid retries it",
+                      type(e).__name__, one_line(str(e))[:300])
+            log.debug("the failure in full", exc_info=True)
+            return JSONResponse({"error": "could not store the reply; retry later"}, status_code=503)
+        log.info("reply from %s: %s", reply.sender or "?", "already recorded" if result.duplicates else
+                 "matched no letter" if result.unmatched else "automatic, recorded" if result.automatic
+                 else "matched its letter")
+        return JSONResponse({"stored": result.stored, "duplicates": result.duplicates, "matched": result.matched,
+                             "automatic": result.automatic, "letters_replied": result.letters_replied})
+
+
+def inbound_key_from_env(cfg):
+    """Inbound Parse's verification key, from the variable named by [replies] public_key_env."""
+    env = cfg.replies.public_key_env
+    if not os.environ.get(env, "").strip():
+        raise UserError(f"${env} is not set: [replies] address is, so replies come by SendGrid Inbound Parse, "
+                        "whose posts must be signed: put its security policy's public key in it, or start "
+                        "`outreach serve --dashboard-only`")
+    return key_from_env(env, "the Inbound Parse verification key")
 
 
 def server_config(sock):

@@ -43,7 +43,8 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str, dict]:
 
 
 def app_for(project, token: str, private_key):
-    from outreach.webhook import create_app, load_public_key
+    from outreach.signature import load_public_key
+    from outreach.webhook import create_app
 
     cfg = load_config(project.config)
     ledger = Ledger(cfg.database_url)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from conftest import assert_no_traceback, record_all
+from test_webhook import signing_key  # noqa: F401 - a fixture
 from outreach.config import load_config
 from outreach.ledger import Ledger
 from outreach.ledger import schema as S
@@ -131,6 +132,15 @@ def test_replied_is_in_status_json_and_in_the_report(sent, outreach):
     report = json.loads(outreach("--config", sent.config, "report", "--format", "json").out)
     funnel = report["summary"]["funnel"]
     assert funnel["delivered"] == 14 and funnel["replied"] == 1 and funnel["opened"] == 0
+    replies = {row["email"]: row["replies"] for row in report["letters"]}
+    assert replies[SULLIVAN] == 1 and replies[KAINE] == 0
+    csv_text = outreach("--config", sent.config, "report", "--format", "csv").out
+    header, *rows = csv_text.splitlines()
+    assert header.endswith(",replies") and any(SULLIVAN in r and r.endswith(",1") for r in rows)
+    out = sent.root / "r.html"
+    outreach("--config", sent.config, "report", "--format", "html", "--out", out)
+    assert out.read_text().count('data-replies>1<') == 1
+    assert "1 reply from the office" in outreach("--config", sent.config, "report").out
 
 
 def test_a_reply_is_shown_as_text(sent, outreach):
@@ -199,3 +209,147 @@ def status_of_letter(ledger, letter: str) -> str:
 
     with ledger.read() as db:
         return db.execute(select(S.letters.c.status).where(S.letters.c.id == letter)).scalar_one()
+
+
+# -- Inbound Parse posts to `outreach serve` ------------------------------------------------------------
+
+INBOUND = "/webhooks/inbound"
+
+
+@pytest.fixture
+def inbound_serve(sent, signing_key):
+    """`outreach serve` on 127.0.0.1 with [replies] address set and both keys (test key pairs)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import ROOT
+    from test_webhook import public_b64
+
+    sent.config.write_text(sent.config.read_text() + '\n[replies]\naddress = "replies@inbound.example.org"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key),
+           "SENDGRID_INBOUND_PUBLIC_KEY": public_b64(signing_key), "OUTREACH_DASHBOARD_TOKEN": "t" * 32}
+    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(sent.config), "serve", "--port",
+                             str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [proc.stderr.readline(), proc.stderr.readline()]
+    assert any(f"127.0.0.1:{port}{INBOUND}" in line for line in lines), lines
+    deadline = time.time() + 15
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5)
+            break
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
+    sent.url = f"http://127.0.0.1:{port}{INBOUND}"
+    yield sent
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def post_form(url: str, content_type: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type, **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_inbound_parse_posts_to_serve_are_matched_refused_or_kept(inbound_serve, signing_key):
+    from test_inbound import form
+    from test_webhook import signed
+
+    s, url = inbound_serve, inbound_serve.url
+
+    def post(parts, key=signing_key, sign=True, tamper=False):
+        content_type, body = form(*parts)
+        headers = signed(key, body) if sign else {}
+        return post_form(url, content_type, body + (b" " if tamper else b""), headers)
+
+    # Raw mode, to the letter's own address.
+    to_kaine = eml("staffer@elsewhere.example.org", message_id="<p1@x>",
+                   to=f"replies+{s.ids[KAINE]}@inbound.example.org")
+    code, answer = post([("email", to_kaine), ("to", f"replies+{s.ids[KAINE]}@inbound.example.org")])
+    assert code == 200 and answer["letters_replied"] == 1 and status_of(s.ledger, KAINE) == "replied"
+    # The same post again: stored once.
+    code, answer = post([("email", to_kaine), ("to", f"replies+{s.ids[KAINE]}@inbound.example.org")])
+    assert code == 200 and answer["stored"] == 0 and answer["duplicates"] == 1
+    # Parsed mode, with only In-Reply-To naming the letter.
+    headers = (f"From: Someone <someone@else.example.org>\nTo: jordan@advocacy.example.org\n"
+               f"Message-ID: <p2@x>\nIn-Reply-To: <{s.ids[SMITH]}.korea-exception@advocacy.example.org>\n"
+               "Subject: Re: landmines\n")
+    code, answer = post([("headers", headers), ("text", "We agree."), ("from", "Someone <someone@else.example.org>"),
+                         ("to", "jordan@advocacy.example.org"), ("subject", "Re: landmines"),
+                         ("envelope", '{"to":["replies@inbound.example.org"],"from":"someone@else.example.org"}'),
+                         ("charsets", '{"text":"utf-8"}'), ("spam_score", "0.1")])
+    assert code == 200 and answer["matched"] == 1 and status_of(s.ledger, SMITH) == "replied"
+    # Raw mode, over 1 MB (one field), from a known office address without either: its latest letter.
+    big = eml(SULLIVAN, message_id="<p3@x>", body="Our answer follows.\n" + "x" * 72 + ("\n" + "y" * 72) * 15000)
+    assert len(big) > 1 << 20
+    code, answer = post([("email", big)])
+    assert code == 200 and answer["matched"] == 1 and status_of(s.ledger, SULLIVAN) == "replied"
+    # An out-of-office reply: recorded, the letter not replied.
+    wicker = "roger.wicker@senate.example.org"
+    code, answer = post([("email", eml(wicker, message_id="<p4@x>", subject="Out of Office",
+                                       headers="Auto-Submitted: auto-replied\n"))])
+    assert code == 200 and answer["automatic"] == 1 and status_of(s.ledger, wicker) == "delivered"
+    before = len(json.loads(outreach_json(s, "replies", "list", "--json")))
+    # Unsigned, forged (another key), altered: 403, nothing stored.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other = ec.generate_private_key(ec.SECP256R1())
+    for kwargs in ({"sign": False}, {"key": other}, {"tamper": True}):
+        code, _ = post([("email", eml("x@y.example.org", message_id="<p5@x>"))], **kwargs)
+        assert code == 403, kwargs
+    assert len(json.loads(outreach_json(s, "replies", "list", "--json"))) == before
+    # A signed post that cannot be read: kept whole as unmatched, answered 200 (SendGrid would drop it).
+    body = b"--xYzZY\r\nthis is not a form"
+    code, answer = post_form(url, "multipart/form-data; boundary=xYzZY", body, signed(signing_key, body))
+    assert code == 200 and answer["stored"] == 1 and answer["unreadable"]
+    listed = json.loads(outreach_json(s, "replies", "list", "--json"))
+    assert len(listed) == before + 1 and listed[0]["unreadable"] and listed[0]["letter_id"] is None
+
+
+def outreach_json(project, *args) -> str:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "outreach", "--config", str(project.config), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_serve_with_replies_but_no_inbound_key_refuses_to_start(sent, outreach, monkeypatch, signing_key):
+    from test_webhook import public_b64
+
+    sent.config.write_text(sent.config.read_text() + '\n[replies]\naddress = "replies@inbound.example.org"\n')
+    monkeypatch.setenv("SENDGRID_WEBHOOK_PUBLIC_KEY", public_b64(signing_key))
+    monkeypatch.delenv("SENDGRID_INBOUND_PUBLIC_KEY", raising=False)
+    r = outreach("--config", sent.config, "serve", "--port", "0")
+    assert r.code == 2 and "$SENDGRID_INBOUND_PUBLIC_KEY is not set" in r.err
+    assert_no_traceback(r)
+
+
+def test_each_letter_replies_to_its_own_address_and_carries_its_message_id(sent, outreach):
+    import email
+
+    sent.config.write_text(sent.config.read_text() + '\n[replies]\naddress = "replies@inbound.example.org"\n')
+    r = outreach("--config", sent.config, "preview", "--to", "K000384", "--format", "eml")
+    msg = email.message_from_string(r.out.split("\n", 1)[1] if r.out.startswith("==") else r.out)
+    assert msg["Reply-To"] == f"replies+{sent.ids[KAINE]}@inbound.example.org"
+    assert msg["Message-ID"] == f"<{sent.ids[KAINE]}.korea-exception@advocacy.example.org>"

@@ -27,7 +27,8 @@ from test_events import T0, ev, ledger_with_letters, statuses, stored_events
 from test_live import KEY, campaign_letters, ledger_of, write_live_config
 
 from outreach.config import load_config
-from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, create_app, load_public_key, serve_app
+from outreach.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, load_public_key
+from outreach.webhook import create_app, serve_app
 
 PATH = "/webhooks/sendgrid"
 

@@ -17,9 +17,13 @@ from outreach.ledger import schema as S
 L, E = S.letters.c, S.events.c
 COMMITTEE_CODES = ("SSAS", "SSFR", "HSAS", "HSFA")
 LETTER_KEYS = ("id", "name", "bioguide_id", "chamber", "state", "district", "party", "email", "status",
-               "last_event", "last_event_at", "accepted_at", "reason", "term_end")
+               "last_event", "last_event_at", "accepted_at", "reason", "term_end", "replies")
+# Each letter's replies written by a person (automatic ones and unreadable posts left out).
+_REPLIES = (select(func.count()).select_from(S.replies)
+            .where(S.replies.c.letter_id == L.id, S.replies.c.auto_reply.is_(None), S.replies.c.problem.is_(None))
+            .scalar_subquery())
 _LETTER_COLUMNS = (L.id, L.name, L.bioguide_id, L.chamber, L.state_code, L.district, L.party, L.email, L.status,
-                   L.last_event, L.last_event_at, L.accepted_at, L.reason, L.term_end)
+                   L.last_event, L.last_event_at, L.accepted_at, L.reason, L.term_end, _REPLIES)
 
 
 class ReportQueries:
