@@ -353,3 +353,29 @@ def test_each_letter_replies_to_its_own_address_and_carries_its_message_id(sent,
     msg = email.message_from_string(r.out.split("\n", 1)[1] if r.out.startswith("==") else r.out)
     assert msg["Reply-To"] == f"replies+{sent.ids[KAINE]}@inbound.example.org"
     assert msg["Message-ID"] == f"<{sent.ids[KAINE]}.korea-exception@advocacy.example.org>"
+
+
+def test_the_inbound_endpoint_cuts_off_a_stalled_body_like_the_event_webhook(inbound_serve, signing_key):
+    import socket
+    import time
+    import urllib.parse
+
+    from test_webhook import signed
+
+    url = urllib.parse.urlsplit(inbound_serve.url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed(signing_key, b"anything").items())
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(f"POST {INBOUND} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xYzZY\r\n"
+                  f"{head}Content-Length: 100000\r\n\r\n--xYzZY\r\n".encode())
+        started = time.monotonic()
+        answer = s.recv(200).split(b"\r\n")[0]
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 15
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(f"POST {INBOUND} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=xYzZY\r\n"
+                  f"{head}Content-Length: {41 * 1024 * 1024}\r\n\r\n".encode())
+        answer = b""
+        while b"}" not in answer:
+            chunk = s.recv(1000)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413") and b"[replies] max_body_bytes" in answer
