@@ -28,35 +28,60 @@ MAX_DELAY_S = 8.0       # the longest a wrong token waits for its answer
 FORGET_S = 15 * 60      # wrong tokens this long ago no longer raise the price
 
 
-class Access:
-    """The token, the signed-in sessions, and the price of a wrong guess."""
+class MemorySessions:
+    """Sessions in this process only (the ledger's `sessions` is the one `serve` uses)."""
 
-    def __init__(self, token: str, clock=time.time):
+    def __init__(self):
+        self.ends: dict[str, float] = {}
+
+    def start(self, key: str, ends_at: float, now: float) -> None:
+        self.ends = {k: end for k, end in self.ends.items() if end > now}
+        self.ends[key] = ends_at
+
+    def valid(self, key: str, now: float) -> bool:
+        end = self.ends.get(key)
+        return end is not None and end > now
+
+    def end(self, key: str) -> None:
+        self.ends.pop(key, None)
+
+
+class Access:
+    """The token, the signed-in sessions, and the price of a wrong guess.
+
+    A session is kept by an HMAC of its cookie under the token: whoever reads the store
+    cannot sign in with it, and a new token ends every session. The price of wrong
+    guesses is counted in each process."""
+
+    def __init__(self, token: str, sessions=None, clock=time.time):
         self.token = token
+        self.sessions = sessions if sessions is not None else MemorySessions()
         self.clock = clock
-        self.sessions: dict[str, float] = {}   # session id -> when it ends
         self.failures = 0                       # wrong tokens lately
         self.last_wrong = 0.0
 
     def token_is(self, given: str) -> bool:
         return hmac.compare_digest(given.strip().encode(), self.token.encode())
 
+    def _key(self, sid: str) -> str:
+        return hmac.new(self.token.encode(), sid.encode(), "sha256").hexdigest()
+
     def start_session(self) -> str:
         now = self.clock()
-        self.sessions = {sid: end for sid, end in self.sessions.items() if end > now}
         sid = secrets.token_urlsafe(32)
-        self.sessions[sid] = now + SESSION_S
+        self.sessions.start(self._key(sid), now + SESSION_S, now)
         return sid
 
     def end_session(self, sid: str) -> None:
-        self.sessions.pop(sid, None)
+        if sid:
+            self.sessions.end(self._key(sid))
 
     def allows(self, request) -> bool:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer ") and self.token_is(auth[7:]):
             return True
-        end = self.sessions.get(request.cookies.get(COOKIE, ""))
-        return end is not None and end > self.clock()
+        sid = request.cookies.get(COOKIE, "")
+        return bool(sid) and len(sid) < 200 and self.sessions.valid(self._key(sid), self.clock())
 
     def price_of_a_wrong_token(self) -> float:
         """Seconds the next wrong token waits: 0.25, 0.5, 1, ... up to MAX_DELAY_S.
@@ -106,7 +131,7 @@ def dashboard_routes(cfg, ledger, token: str) -> list:
     from outreach.report_render import template_env
 
     env = template_env()
-    access = Access(token)
+    access = Access(token, ledger.sessions)
 
     def page(template: str, request, status: int = 200, **context) -> HTMLResponse:
         html = env.get_template(template).render(nav=_nav(request), **context)

@@ -200,6 +200,24 @@ def test_sign_out_ends_the_session_on_the_server(ledger_project, signing_key):
         assert get(base(server) + "/", {"Cookie": other})[0] == 200
 
 
+def test_a_session_holds_on_every_serve_process_of_the_ledger_and_a_new_token_ends_it(ledger_project, signing_key):
+    from sqlalchemy import select
+
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as first, \
+            WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as second:
+        cookie = sign_in(first)
+        assert get(base(second) + "/", {"Cookie": cookie})[0] == 200     # another worker, the same session
+    # The ledger keeps no cookie: only an HMAC of it under the token.
+    ledger = Ledger(load_config(ledger_project.config).database_url)
+    with ledger.read() as db:
+        keys = db.execute(select(S.dashboard_sessions.c.key)).scalars().all()
+    assert len(keys) == 1 and cookie.split("=", 1)[1] not in keys[0]
+    with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as restarted:
+        assert get(base(restarted) + "/", {"Cookie": cookie})[0] == 200   # a restart keeps it
+    with WebhookServer(app_for(ledger_project, "another-token-of-enough-length", signing_key)) as rotated:
+        assert get(base(rotated) + "/", {"Cookie": cookie})[0] == 401     # a new token ends it
+
+
 def test_each_wrong_token_costs_more_and_the_right_one_still_works(ledger_project, signing_key):
     with WebhookServer(app_for(ledger_project, TOKEN, signing_key)) as server:
         took = []

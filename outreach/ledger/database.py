@@ -24,6 +24,7 @@ from outreach.ledger.letters import Letters
 from outreach.ledger.locks import Lock
 from outreach.ledger.replies import Replies
 from outreach.ledger.report_queries import ReportQueries
+from outreach.ledger.sessions import Sessions
 from outreach.ledger.suppressions import Suppressions
 from outreach.ledger.writer import GroupWriter, now
 
@@ -32,7 +33,8 @@ class Ledger:
     """The ledger in any SQLAlchemy database; SQLite (WAL) by default.
 
     Its parts, each a small object over the same database: `campaigns`,
-    `letters`, `events`, `suppressions`, `replies`, `reports` (read-only queries).
+    `letters`, `events`, `suppressions`, `replies`, `sessions` (the dashboard's), `reports`
+    (read-only queries).
     """
 
     def __init__(self, url: str):
@@ -54,6 +56,7 @@ class Ledger:
         self.events = EventStore(self)
         self.suppressions = Suppressions(self)
         self.replies = Replies(self)
+        self.sessions = Sessions(self)
         self.reports = ReportQueries(self)
 
     @contextlib.contextmanager

@@ -219,7 +219,10 @@ _BY_ID = ("letters by id", lambda n: select(*_CANDIDATE).where(L.id.in_(keys(n))
 _BY_MESSAGE = ("letters by message id", lambda n: select(*_CANDIDATE).where(L.provider_message_id.in_(keys(n))))
 _BY_ADDRESS = ("letters by address", lambda n: select(*_CANDIDATE).where(
     L.email_key.in_(keys(n)), L.status.in_([bindparam(f"s{i}", s) for i, s in enumerate(_SENT)])))
-_STATES = ("letter states", lambda n: select(L.id, *(getattr(L, k) for k in _TRACKED)).where(L.id.in_(keys(n))))
+# Locked in letter-id order (PostgreSQL; SQLite has one writer anyway): two processes storing
+# events of the same letters wait for each other instead of deadlocking.
+_STATES = ("letter states", lambda n: select(L.id, *(getattr(L, k) for k in _TRACKED)).where(L.id.in_(keys(n)))
+           .order_by(L.id).with_for_update())
 _HISTORY = ("events of letters", lambda n: select(E.letter_id, E.event, E.occurred_at, E.type, E.detail, E.id,
                                                  E.sg_message_id).where(E.letter_id.in_(keys(n)))
             .order_by(E.occurred_at, E.id))
@@ -257,7 +260,9 @@ def _insert_new(db, rows: list[_Row]) -> dict[int, int]:
     first: dict[str, int] = {}
     for i, r in enumerate(rows):  # the same event twice in a post (or a group): the first counts
         first.setdefault(r.dedupe_key, i)
-    unique = [rows[i] for i in first.values()]
+    # Inserted in the unique index's order: two processes storing the same events (SendGrid's
+    # retry racing its first try) wait for each other on the first shared key, never deadlock.
+    unique = sorted((rows[i] for i in first.values()), key=lambda r: (r.occurred_at, r.dedupe_key))
     if db.dialect.name in ("sqlite", "postgresql") and db.dialect.insert_returning:
         fresh: dict[str, int] = {}
         start = 0
@@ -338,12 +343,15 @@ def _update_letters(db, letter_ids: set[str], t: float) -> set[str]:
     """
     if not letter_ids:
         return set()
+    # The letters first, locked: their history is then read whole, with what another process
+    # storing events of the same letters committed while we waited.
+    current = _select_in(db, _STATES, sorted(letter_ids))
     history: dict[str, list[Seen]] = defaultdict(list)
     for r in _select_in(db, _HISTORY, letter_ids):
         history[r[0]].append(Seen(*r[1:6], message_id_prefix(r[6])))  # oldest first
     changes: dict[tuple[str, ...], list[dict]] = defaultdict(list)
     moved: set[str] = set()
-    for cur in _select_in(db, _STATES, letter_ids):
+    for cur in current:
         letter, old = cur[0], cur[1:]
         seen = history.get(letter, [])
         # A letter whose answer we never saw (unknown, or sent again and not yet answered) learns

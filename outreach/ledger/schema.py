@@ -158,6 +158,16 @@ replies = Table(
 )
 
 
+# The dashboard's signed-in sessions: in the ledger, so every `serve` process (and host) knows
+# them and a restart keeps them. Each is kept by an HMAC of its cookie under the token: the
+# table opens nothing by itself, and a new token ends every session.
+dashboard_sessions = Table(
+    "dashboard_sessions", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("ends_at", Float, nullable=False),
+)
+
+
 suppressions = Table(
     "suppressions", metadata,
     Column("email_key", String(320), primary_key=True),       # lower-cased address: never written to again
@@ -199,6 +209,7 @@ MIGRATIONS: list[tuple[int, str, list[Table], list]] = [
     (7, "each letter's term end", [], [lambda db: _add_column(db, "letters", "term_end", "VARCHAR(10)")]),
     (8, "events set aside for review", [events_set_aside], []),
     (9, "offices' replies", [replies], []),
+    (10, "the dashboard's sessions", [dashboard_sessions], []),
 ]
 
 

@@ -6,13 +6,17 @@ fsync. The order of the queue is kept: a worker's claim commits only with (or
 after) its own earlier finish, so a crash leaves at most one `sending` letter
 per worker.
 
-A group that fails is tried again one operation at a time, each in its own
-transaction: one bad operation fails alone, never the ones beside it.
+A group that meets another process's transaction (a deadlock, a serialization failure, a
+key stored meanwhile: PostgreSQL with several `serve` processes) is tried again a few
+times after a short random wait. A group that still fails is tried again one operation
+at a time, each in its own transaction: one bad operation fails alone, never the ones
+beside it.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from concurrent.futures import Future
@@ -24,8 +28,19 @@ from outreach.errors import LedgerFailure
 Handler = Callable[[Any, list], list]
 
 
+# SQLSTATEs of a transaction that lost to another one and may simply be tried again:
+# deadlock detected, serialization failure, unique violation (a key stored meanwhile).
+CONFLICTS = ("40P01", "40001", "23505")
+CONFLICT_RETRIES = 4
+
+
 def now() -> float:
     return time.time()
+
+
+def conflict(error: BaseException) -> bool:
+    """Whether `error` is the database telling us another transaction got there first."""
+    return getattr(getattr(error, "orig", None), "sqlstate", None) in CONFLICTS
 
 
 class _Op:
@@ -93,12 +108,15 @@ class GroupWriter:
                 weight += nxt.weight
             self._write(group)
 
-    def _write(self, group: list[_Op]) -> None:
+    def _write(self, group: list[_Op], tries: int = CONFLICT_RETRIES + 1) -> None:
         try:
             with self.ledger.write() as db:
                 results = self._apply(db, group)
         except BaseException as e:  # noqa: BLE001 - handed to the callers
-            if len(group) > 1 and not isinstance(e, LedgerFailure):
+            if tries > 1 and conflict(e):
+                time.sleep(random.uniform(0.005, 0.05) * (CONFLICT_RETRIES + 2 - tries))
+                self._write(group, tries - 1)
+            elif len(group) > 1 and not isinstance(e, LedgerFailure):
                 for op in group:  # alone, each in its own transaction: the bad one fails by itself
                     self._write([op])
             else:   # the database itself failed (full, locked, gone): trying each alone would only wait again
