@@ -19,8 +19,10 @@ from outreach.errors import EXIT_OK, UserError, one_line
 @click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535), help="The port.")
 @click.option("--dashboard-only", is_flag=True,
               help="Serve the dashboard alone, before SendGrid is set up: webhook posts are answered 503.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes serving the one port (PostgreSQL; on SQLite one runs).")
 @pass_app
-def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
+def serve(app: App, host: str, port: int, dashboard_only: bool, workers: int) -> int:
     """Receive SendGrid's signed Event Webhook on POST /webhooks/sendgrid, and serve the read-only dashboard.
 
     The verification key comes from the variable named by [sendgrid]
@@ -38,6 +40,10 @@ def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
     inbound_key = None if dashboard_only or not cfg.replies.address else inbound_key_from_env(cfg)
     token = _dashboard_token(cfg)
     ledger = app.ledger()
+    if workers > 1 and ledger.engine.dialect.name == "sqlite":
+        echo(f"--workers {workers}: the ledger is SQLite, which takes one writer at a time, so one process "
+             "serves (several need PostgreSQL: [database] url)", err=True)
+        workers = 1
     sock = _listen(host, port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{_host_in_url(host)}:{sock.getsockname()[1]}"
@@ -51,14 +57,76 @@ def serve(app: App, host: str, port: int, dashboard_only: bool) -> int:
             echo(f"Receiving offices' replies (Inbound Parse) on {base}{INBOUND_PATH} "
                  f"(key from ${cfg.replies.public_key_env})", err=True)
     echo(f"Dashboard on {base}/ " + _how_to_sign_in(cfg, token, base, sock.getsockname()[1]), err=True)
-    web = create_app(cfg, ledger, public_key=key, webhook=not dashboard_only, inbound_key=inbound_key,
-                     routes=dashboard_routes(cfg, ledger, token.value))
-    try:
-        run_server(web, sock)
-    except KeyboardInterrupt:
-        pass  # stopping is what was asked
+
+    def web(ledger):
+        return create_app(cfg, ledger, public_key=key, webhook=not dashboard_only, inbound_key=inbound_key,
+                          routes=dashboard_routes(cfg, ledger, token.value))
+
+    if workers > 1:
+        from outreach.ledger import open_ledger
+
+        ledger.close()   # each process opens its own connections
+        code = _run_workers(workers, lambda: web(open_ledger(cfg)), sock)
+    else:
+        code = EXIT_OK
+        try:
+            run_server(web(ledger), sock)
+        except KeyboardInterrupt:
+            pass  # stopping is what was asked
     echo("Stopped receiving events", err=True)
-    return EXIT_OK
+    return code
+
+
+def _run_workers(n: int, make_app, sock) -> int:
+    """Fork n processes serving `sock` (the kernel shares its connections out), and wait.
+
+    Ctrl-C or SIGTERM stops them all, each finishing what it was storing. A worker that
+    stops by itself stops the others too, with one line and exit 1, so a service manager
+    restarts the whole service rather than run on short-handed."""
+    import signal
+
+    from outreach.webhook import run_server
+
+    children: list[int] = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:   # a worker: its own ledger and app; never returns into the parent's code
+            code = 1
+            try:
+                run_server(make_app(), sock)
+                code = 0
+            except KeyboardInterrupt:
+                code = 0
+            except BaseException as e:  # noqa: BLE001 - said in one line, then the parent stops the rest
+                echo(f"outreach serve: a worker failed: {type(e).__name__}: {one_line(str(e))}", err=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    echo(f"{n} worker processes ({', '.join(map(str, children))})", err=True)
+    stopping = False
+
+    def stop(signum=None, frame=None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = EXIT_OK
+    while children:
+        pid, how = os.wait()
+        children.remove(pid)
+        if not stopping:
+            echo(f"outreach serve: worker {pid} stopped (exit {os.waitstatus_to_exitcode(how)}); "
+                 "stopping the others", err=True)
+            status = 1
+            stop()
+    return status
 
 
 class _Token(NamedTuple):

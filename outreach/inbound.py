@@ -4,19 +4,24 @@ degrades a field, never the reply; only what is no message at all raises `ReplyE
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.utils import getaddresses, parseaddr, parsedate_tz
 from html.parser import HTMLParser
 from typing import Iterator
 
 from outreach.errors import one_line
 
-# A post signed by an Inbound Parse security policy carries the Event Webhook's two headers and
-# the same ECDSA P-256 signature over timestamp + raw body; the key is the policy's own.
-from outreach.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+# An Inbound Parse security policy signs as the Event Webhook does (same headers, same ECDSA P-256
+# over timestamp + raw body); the key is the policy's own.
+from outreach.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 
 # A reply is read by people and matched by ids: a novel-length body adds nothing but weight.
 MAX_TEXT_CHARS = 100_000
@@ -61,7 +66,7 @@ def parse_message(raw: bytes) -> Reply:
     msg = _parse_bytes(raw)
     if not msg.keys():
         raise ReplyError("not an email message: it has no headers")
-    return _reply(msg, raw, _body_text(msg), _attachments(msg))
+    return _reply(msg, raw, _body_text(msg), list(_attachments(msg)))
 
 
 def _reply(msg, raw: bytes, text: str, attachments: list[tuple[str, int]]) -> Reply:
@@ -76,40 +81,53 @@ def _reply(msg, raw: bytes, text: str, attachments: list[tuple[str, int]]) -> Re
 
 
 def _parse_bytes(raw: bytes):
-    import email
-    import email.policy
-
+    """The message under `compat32`, which keeps headers as they came (`email.policy.default` parses
+    each through its registry on every read: most of a reply's time); `_decoded` reads what we use."""
     if not isinstance(raw, (bytes, bytearray)) or not raw.strip():
         raise ReplyError("not an email message: it is empty")
     try:
-        return email.message_from_bytes(bytes(raw), policy=email.policy.default)
+        return BytesParser().parsebytes(bytes(raw))
     except Exception as e:  # noqa: BLE001 - the parser is lenient; anything it still refuses is bad input
         raise ReplyError(f"not an email message ({type(e).__name__})") from None
 
 
 def _header(msg, name: str) -> str:
-    """A header's decoded value, '' if absent; a header the parser chokes on is read raw instead."""
-    try:
-        value = msg.get(name)
-    except Exception:  # noqa: BLE001 - a malformed header is data to keep as well as we can
-        value = (_raw_values(msg, name) or [None])[0]
-    return "" if value is None else " ".join(str(value).split())
-
-
-def _addresses(msg, name: str) -> list[tuple[str, str]]:
-    """(display name, lower-case address) for every address in every `name` header."""
-    from email.utils import getaddresses
-
-    try:
-        pairs = [(a.display_name, a.addr_spec) for h in msg.get_all(name, []) for a in h.addresses]
-    except Exception:  # noqa: BLE001 - fall back to the forgiving parser on the raw text
-        pairs = getaddresses(_raw_values(msg, name))
-    return [(n, a.strip().lower()) for n, a in pairs if a and "@" in a]
+    """A header's decoded value, white space made single; '' if absent."""
+    return " ".join(_decoded((_raw_values(msg, name) or [""])[0]).split())
 
 
 def _raw_values(msg, name: str) -> list[str]:
-    """A header's values as they came, for when the parser fails on them."""
+    """A header's values as they came (8-bit bytes kept as surrogate escapes), in order."""
     return [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()]
+
+
+def _decoded(value: str) -> str:
+    """A header value as text: raw 8-bit bytes (RFC 6532, or a careless mailer) read as UTF-8, not as
+    surrogates no database stores; RFC 2047 encoded words in their charset (ASCII if it is unknown)."""
+    value = _decode(value.encode("utf-8", "surrogateescape"), "utf-8")
+    try:   # decode_header gives text outside encoded words as raw-unicode-escape bytes (or as is, if all)
+        return "".join(c if isinstance(c, str) else _decode(c, cs or "raw-unicode-escape", "ascii")
+                       for c, cs in decode_header(value))
+    except Exception:  # noqa: BLE001 - broken base64 in an encoded word: the raw text is still readable
+        return value
+
+
+def _decode(data: bytes, charset, fallback: str = "utf-8") -> str:
+    """Bytes in the charset named, bad bytes as U+FFFD; in `fallback` if Python knows no such charset."""
+    try:
+        return data.decode(charset, errors="replace")
+    except (LookupError, TypeError):
+        return data.decode(fallback, errors="replace")
+
+
+def _addresses(msg, name: str) -> list[tuple[str, str]]:
+    """(display name, lower-case address) in every `name` header; the forgiving stdlib splitter skips
+    what is no address. Names are decoded after the split: an encoded word may hide a comma."""
+    try:
+        pairs = getaddresses(_raw_values(msg, name))
+    except Exception:  # noqa: BLE001 - nothing readable in it: no addresses, not a refused reply
+        return []
+    return [(" ".join(_decoded(n).split()), _decoded(a).strip().lower()) for n, a in pairs if a and "@" in a]
 
 
 def _message_id(value: str) -> str | None:
@@ -129,9 +147,6 @@ def _refers_to(msg) -> list[str]:
 
 def _date(value: str) -> float | None:
     """Unix seconds from a Date header; a date with no zone is taken as UTC; None if unreadable."""
-    import calendar
-    from email.utils import parsedate_tz
-
     try:
         parts = parsedate_tz(value) if value else None
         return None if parts is None else float(calendar.timegm(parts[:9]) - (parts[9] or 0))
@@ -142,48 +157,48 @@ def _date(value: str) -> float | None:
 def _body_text(msg) -> str:
     """The text/plain body, or the HTML body made plain: a reply is stored as text, never markup."""
     for kind in ("plain", "html"):
-        try:
-            part = msg.get_body(preferencelist=(kind,))
+        try:   # in the part's charset: ASCII if it names none, UTF-8 if Python knows no such charset
+            part = _find_body(msg, kind)
+            text = "" if part is None else _decode(part.get_payload(decode=True), part.get_content_charset("ascii"))
         except Exception:  # noqa: BLE001 - a tangled structure: try the other kind, then give up
-            part = None
-        if part is None:
             continue
-        try:
-            text = part.get_content()
-        except Exception:  # noqa: BLE001 - an unknown charset, broken base64: keep what decodes
-            payload = part.get_payload(decode=True)
-            text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-        return text if kind == "plain" else html_to_text(text)
+        if part is not None:
+            return text if kind == "plain" else html_to_text(text)
     return ""
 
 
-def _attachments(msg) -> list[tuple[str, int]]:
-    """(file name, decoded size) of each attached file; an attached message counts as one file."""
-    found: list[tuple[str, int]] = []
-
-    def visit(part) -> None:
-        try:
-            filename = part.get_filename()
-            disposition = part.get_content_disposition()
-        except Exception:  # noqa: BLE001 - a broken parameter: not a name we can use
-            filename, disposition = None, None
-        if filename or disposition == "attachment":
-            found.append((filename or "", _size(part)))
-        elif part.is_multipart():
-            for sub in part.get_payload():
-                visit(sub)
-
-    visit(msg)
-    return found
+def _find_body(part, kind: str):
+    """The first text/`kind` part a reader is shown, found as `EmailMessage.get_body` finds it:
+    attachments skipped, multiparts searched in order, of a multipart/related only its start part."""
+    if part.get_content_disposition() == "attachment":
+        return None
+    ctype = part.get_content_type()
+    if not ctype.startswith("multipart/") or not part.is_multipart():
+        return part if ctype == f"text/{kind}" else None
+    subparts = part.get_payload()
+    if ctype == "multipart/related":
+        start = part.get_param("start")
+        subparts = [p for p in subparts if start and p.get("Content-ID") == start][:1] or subparts[:1]
+    return next((found for sub in subparts if (found := _find_body(sub, kind)) is not None), None)
 
 
-def _size(part) -> int:
-    """Decoded bytes; an attached message (no payload to decode) counts as its serialised bytes."""
+def _attachments(part) -> Iterator[tuple[str, int]]:
+    """(file name, decoded size) of each attached file; an attached message is one file, sized as sent."""
     try:
-        payload = part.get_payload(decode=True)
-        return len(payload) if isinstance(payload, bytes) else len(part.get_payload(0).as_bytes())
-    except Exception:  # noqa: BLE001 - a size is a hint, not worth refusing a reply over
-        return 0
+        filename = _decoded(part.get_filename() or "")   # RFC 2231 by the stdlib, RFC 2047 here
+        disposition = part.get_content_disposition()
+    except Exception:  # noqa: BLE001 - a broken parameter: not a name we can use
+        filename, disposition = "", None
+    if filename or disposition == "attachment":
+        try:
+            payload = part.get_payload(decode=True)
+            size = len(payload) if isinstance(payload, bytes) else len(part.get_payload(0).as_bytes())
+        except Exception:  # noqa: BLE001 - a size is a hint, not worth refusing a reply over
+            size = 0
+        yield filename, size
+    elif part.is_multipart():
+        for sub in part.get_payload():
+            yield from _attachments(sub)
 
 
 def _dedupe_key(message_id: str | None, raw: bytes) -> str:
@@ -323,7 +338,7 @@ def read_file(path) -> list[Reply]:
 
 def verify_inbound_signature(public_key, headers, body: bytes) -> bool:
     """True if a post's headers (a case-insensitive mapping, as Starlette's) sign its exact raw body;
-    check before parsing. The timestamp's age is the caller's to judge (`webhook.timestamp_problem`)."""
+    check before parsing. The timestamp's age is the caller's to judge (`signature.timestamp_problem`)."""
     signature, timestamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
     return bool(signature and timestamp) and verify_signature(public_key, signature, timestamp, body)
 
@@ -333,12 +348,8 @@ def parse_inbound_post(content_type: str, body: bytes) -> Reply:
     fields, files = _form_parts(content_type, body)
     charsets = _json(fields.get("charsets", b""))
 
-    def text(name: str) -> str:
-        """A field in the charset `charsets` names for it, else UTF-8; bad bytes become U+FFFD."""
-        try:
-            return fields.get(name, b"").decode(charsets.get(name) or "utf-8", errors="replace")
-        except (LookupError, TypeError):
-            return fields.get(name, b"").decode("utf-8", errors="replace")
+    def text(name: str) -> str:   # in the charset `charsets` names for the field, else UTF-8
+        return _decode(fields.get(name, b""), charsets.get(name) or "utf-8")
 
     if "email" in fields:
         reply = parse_message(fields["email"])
@@ -357,11 +368,8 @@ def parse_inbound_post(content_type: str, body: bytes) -> Reply:
 def _parsed_mode(fields: dict[str, bytes], files: list[tuple[str, str, bytes]], text) -> Reply:
     """Parsed mode: ids, date and auto-reply markers from the header block; who, subject, body and
     files from the decoded fields."""
-    from email.message import EmailMessage
-    from email.utils import getaddresses, parseaddr
-
     block = fields.get("headers", b"").strip(b"\r\n")
-    msg = _parse_bytes(block + b"\r\n\r\n") if block.strip() else EmailMessage()
+    msg = _parse_bytes(block + b"\r\n\r\n") if block.strip() else Message()
     info = _json(fields.get("attachment-info", b""))
     attachments = []
     for name, filename, payload in files:   # attachment1..N, in the order posted
@@ -384,9 +392,7 @@ def _parsed_mode(fields: dict[str, bytes], files: list[tuple[str, str, bytes]], 
 def _form_parts(content_type: str, body: bytes) -> tuple[dict[str, bytes], list[tuple[str, str, bytes]]]:
     """Fields and (field, file name, bytes) files of a multipart/form-data body, split on the boundary
     by hand so each value is its exact bytes, whatever its size; part headers are read by the stdlib."""
-    import email.policy
-    from email.message import Message
-    from email.parser import BytesHeaderParser
+    import email.policy   # only here: its header registry costs 5 ms to import
 
     if "\r" in content_type or "\n" in content_type:
         raise ReplyError("the Content-Type header holds a line break")

@@ -186,6 +186,33 @@ def test_an_undecodable_body_in_a_declared_charset_keeps_what_decodes():
     assert "text" in parse_message(data).text
 
 
+def test_raw_utf8_bytes_in_headers_are_read_as_utf8_not_left_as_surrogates():
+    data = "From: José Núñez <jn@house.gov>\r\nSubject: Re: déjà vu\r\n\r\nhi\r\n".encode()
+    reply = parse_message(data)
+    assert (reply.sender_name, reply.subject) == ("José Núñez", "Re: déjà vu")
+
+
+def test_an_address_nested_past_the_recursion_limit_costs_the_sender_only():
+    reply = parse_message(b"From: " + b"(" * 5000 + b"a@house.gov\r\nSubject: deep\r\n\r\nhi\r\n")
+    assert (reply.sender, reply.subject, reply.text.strip()) == ("", "deep", "hi")
+
+
+def test_attachment_names_in_rfc_2231_or_rfc_2047_form_are_decoded():
+    data = (b"From: a@house.gov\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"
+            b"Content-Type: text/plain\r\n\r\nbody\r\n--zz\r\n"
+            b"Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf\r\n\r\nabc\r\n--zz\r\n"
+            b"Content-Type: image/png; name=\"=?utf-8?q?ph=C3=B6to.png?=\"\r\n\r\nPNG\r\n--zz--\r\n")
+    reply = parse_message(data)
+    assert reply.attachments == [("résumé.pdf", 3), ("phöto.png", 3)] and reply.text.strip() == "body"
+
+
+def test_an_html_only_multipart_related_reply_reads_its_start_part():
+    data = (b"From: a@house.gov\r\nContent-Type: multipart/related; boundary=zz\r\n\r\n--zz\r\n"
+            b"Content-Type: text/html; charset=iso-8859-1\r\n\r\n<p>Caf\xe9 &amp; tea</p>\r\n--zz\r\n"
+            b"Content-Type: image/png\r\nContent-ID: <logo>\r\n\r\nPNG\r\n--zz--\r\n")
+    assert parse_message(data).text == "Café & tea"
+
+
 @pytest.mark.parametrize("data", [b"", b"   \r\n", b"just some words, not a message", "a str, not bytes"])
 def test_what_is_not_a_message_is_refused_in_one_line(data):
     with pytest.raises(ReplyError) as e:

@@ -440,3 +440,18 @@ def test_after_sigkills_the_webhook_leaves_no_letter_the_server_accepted_unknown
     assert {lid: after[lid] for lid in accepted} == dict.fromkeys(accepted, "delivered")
     # A letter killed before its request left stays unknown: no event speaks for it.
     assert {i for i, s in after.items() if s == "unknown"} == unknown - set(accepted)
+
+
+def test_serve_workers_on_sqlite_says_so_and_runs_one(project, signing_key):
+    env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": public_b64(signing_key), "OUTREACH_DASHBOARD_TOKEN": "t" * 32}
+    proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(project.config), "serve",
+                             "--workers", "3", "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert "--workers 3: the ledger is SQLite" in first and "one process serves" in first
+        assert "Receiving SendGrid events" in proc.stderr.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "worker processes" not in err
