@@ -16,6 +16,11 @@ matched, deduplicated and committed, with its letters' states, before the answer
 
 Then the ledger is counted: every event stored exactly once, nothing lost.
 Target: >= 10,000 events/s.
+
+    .venv/bin/python bench/webhook.py [LETTERS] --postgres ADMIN_URL [--workers 1,2,4]
+
+runs the same on PostgreSQL (a throwaway database for each run, made through
+ADMIN_URL, e.g. $OUTREACH_TEST_POSTGRES_URL), once for each `serve --workers` count.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from outreach.ledger import Ledger  # noqa: E402
 from outreach.letters import letter_id  # noqa: E402
 
 PER_POST = 1_000
+LOG = None   # --log FILE: serve's own log goes there
 CONCURRENCY = 8
 CONFIG = """
 [sender]
@@ -54,7 +60,7 @@ name = "Bench Organizer"
 email = "organizer@advocacy-bench.org"
 
 [database]
-url = "sqlite:///bench.db"
+url = "{url}"
 
 [campaigns.bench]
 contacts = "contacts.csv"
@@ -158,15 +164,15 @@ class Poster:
         return time.perf_counter() - t0
 
 
-def serve(folder: Path, key) -> tuple[subprocess.Popen, str]:
+def serve(folder: Path, key, workers: int = 1) -> tuple[subprocess.Popen, str]:
     der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(der).decode()}
     proc = subprocess.Popen([sys.executable, "-m", "outreach", "--config", str(folder / "config.toml"), "serve",
-                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=LOG or subprocess.DEVNULL)
     deadline = time.time() + 20
     while True:
         try:
@@ -190,22 +196,22 @@ def report(label: str, poster: Poster, posts: int, seconds: float, first: int) -
           f"{p50:>7.0f} {p95:>7.0f}")
 
 
-def main() -> None:
-    n_letters = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+def run(url: str, n_letters: int, workers: int, label: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "config.toml").write_text(CONFIG)
-        ledger = Ledger(f"sqlite:///{folder / 'bench.db'}")
+        (folder / "config.toml").write_text(CONFIG.format(url=url.replace("{folder}", str(folder))))
+        ledger = Ledger(url.replace("{folder}", str(folder)))
         recipients = letters(ledger, n_letters)
         events = event_stream(recipients)
         # A third for the lone poster, the rest for the concurrent ones.
         split = (len(events) // 3) // PER_POST * PER_POST
         alone, together = bodies(events[:split]), bodies(events[split:])
-        proc, url = serve(folder, key)
+        proc, post_url = serve(folder, key, workers)
         try:
-            poster = Poster(url, key)
-            print(f"{n_letters} letters, {len(events)} events, posts of {PER_POST}; SQLite WAL, synchronous=FULL")
+            poster = Poster(post_url, key)
+            print(f"{n_letters} letters, {len(events)} events, posts of {PER_POST}; {label}, "
+                  f"serve --workers {workers}")
             print(f"{'':<34} {'posts':>5} {'events':>8} {'stored':>8} {'seconds':>7} {'events/s':>10} "
                   f"{'p50 ms':>7} {'p95 ms':>7}")
             seconds = poster.run(alone, 1)
@@ -222,10 +228,56 @@ def main() -> None:
         with ledger.engine.connect() as db:
             stored = db.execute(select(func.count()).select_from(S.events)).scalar()
             states = dict(db.execute(select(S.letters.c.status, func.count()).group_by(S.letters.c.status)).all())
+        ledger.close()
         print(f"errors: {len(poster.errors)}" + (f" (first: {poster.errors[0]})" if poster.errors else ""))
         print(f"events in the ledger: {stored} of {len(events)} sent ({len(events) - stored} lost, "
               f"{max(0, stored - len(events))} extra); letters: {states}")
-        print("target: >= 10,000 events/s, nothing lost")
+
+
+def throwaway_database(admin_url: str):
+    """A context manager giving the URL of a new PostgreSQL database, dropped afterwards."""
+    import contextlib
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    @contextlib.contextmanager
+    def made():
+        name = f"outreach_bench_{secrets.token_hex(4)}"
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as db:
+            db.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as db:
+                db.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                           {"n": name})
+                db.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+    return made()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("letters", nargs="?", type=int, default=20_000)
+    parser.add_argument("--postgres", metavar="ADMIN_URL", help="run on PostgreSQL (a throwaway database)")
+    parser.add_argument("--workers", default="1", help="serve --workers counts, comma-separated (PostgreSQL)")
+    parser.add_argument("--log", metavar="FILE", help="keep serve's log in FILE")
+    args = parser.parse_args()
+    global LOG
+    LOG = open(args.log, "w") if args.log else None
+    if args.postgres is None:
+        run("sqlite:///{folder}/bench.db", args.letters, 1, "SQLite WAL, synchronous=FULL")
+    else:
+        for workers in (int(w) for w in args.workers.split(",")):
+            with throwaway_database(args.postgres) as url:
+                run(url, args.letters, workers, "PostgreSQL")
+            print()
+    print("target: >= 10,000 events/s, nothing lost")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from outreach.events import (
     suppression_for,
 )
 from outreach.ledger import schema as S
-from outreach.ledger.prepared import Prepared, keys, select_in
+from outreach.ledger.prepared import Prepared, insert_once, keys, select_in
 from outreach.ledger.suppressions import suppress
 from outreach.ledger.writer import now
 
@@ -220,9 +220,11 @@ _BY_MESSAGE = ("letters by message id", lambda n: select(*_CANDIDATE).where(L.pr
 _BY_ADDRESS = ("letters by address", lambda n: select(*_CANDIDATE).where(
     L.email_key.in_(keys(n)), L.status.in_([bindparam(f"s{i}", s) for i, s in enumerate(_SENT)])))
 # Locked in letter-id order (PostgreSQL; SQLite has one writer anyway): two processes storing
-# events of the same letters wait for each other instead of deadlocking.
+# events of the same letters wait for each other instead of deadlocking. FOR NO KEY UPDATE, as
+# an UPDATE of a letter takes anyway: it does not wait for the key-share locks that another
+# transaction's new events hold on their letters (foreign keys), in whatever order it took them.
 _STATES = ("letter states", lambda n: select(L.id, *(getattr(L, k) for k in _TRACKED)).where(L.id.in_(keys(n)))
-           .order_by(L.id).with_for_update())
+           .order_by(L.id).with_for_update(key_share=True))
 _HISTORY = ("events of letters", lambda n: select(E.letter_id, E.event, E.occurred_at, E.type, E.detail, E.id,
                                                  E.sg_message_id).where(E.letter_id.in_(keys(n)))
             .order_by(E.occurred_at, E.id))
@@ -318,10 +320,8 @@ def _store_set_aside(db, aside: list[tuple[int, SetAside]], t: float) -> list[in
         raw = a.raw if len(a.raw) <= _RAW_LIMIT else a.raw[:_RAW_LIMIT] + " ... (cut)"
         row = {"received_at": t, "reason": a.reason[:500], "raw": raw.encode("utf-8", "backslashreplace").decode(),
                "dedupe_key": key}
-        if db.execute(select(S.events_set_aside.c.id).where(S.events_set_aside.c.dedupe_key == key)).first():
-            continue
-        db.execute(insert(S.events_set_aside), row)
-        kept.append(n)
+        if insert_once(db, S.events_set_aside, row):
+            kept.append(n)
     return kept
 
 

@@ -86,3 +86,20 @@ def select_in(db, name: str, build: Callable[[int], object], values) -> list[tup
         prepared = Prepared.of(db.dialect, name, size, build)
         out.extend(prepared.fetch(db, prepared.args(dict(zip(_KEYS, chunk + chunk[-1:] * (size - len(chunk)))))))
     return out
+
+
+def insert_once(db, table, values: dict) -> bool:
+    """INSERT a row unless one with the same unique key is there (stored meanwhile by another
+    process, say): True if this call inserted it. Never fails on the duplicate, so two
+    processes storing the same thing at once both succeed."""
+    from importlib import import_module
+
+    from sqlalchemy import insert
+
+    key = list(table.primary_key.columns)[0]
+    if db.dialect.name in ("sqlite", "postgresql") and db.dialect.insert_returning:
+        statement = import_module(f"sqlalchemy.dialects.{db.dialect.name}").insert(table).values(**values)
+        # What the insert returned, not its rowcount: drivers count a skipped row differently.
+        return db.execute(statement.on_conflict_do_nothing().returning(key)).first() is not None
+    db.execute(insert(table).values(**values))
+    return True

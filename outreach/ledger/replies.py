@@ -23,10 +23,11 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from outreach import states
 from outreach.ledger import schema as S
+from outreach.ledger.prepared import insert_once
 from outreach.ledger.writer import now
 
 L = S.letters.c
@@ -73,12 +74,14 @@ class Replies:
                     continue
                 seen.add(reply.dedupe_key)
                 letter, how = _match(db, reply)
-                db.execute(insert(S.replies).values(
+                if not insert_once(db, S.replies, dict(
                     letter_id=letter.id if letter else None, campaign_id=letter.campaign_id if letter else None,
                     matched_by=how, dedupe_key=reply.dedupe_key, sender=reply.sender, sender_name=reply.sender_name,
                     sent_at=reply.sent_at, received_at=t, subject=reply.subject, text=reply.text[:TEXT_LIMIT],
                     attachments=json.dumps([[name, size] for name, size in reply.attachments]),
-                    spam_score=reply.spam_score, spam_report=reply.spam_report, auto_reply=reply.auto_reply))
+                    spam_score=reply.spam_score, spam_report=reply.spam_report, auto_reply=reply.auto_reply)):
+                    result.duplicates += 1      # stored meanwhile by another process
+                    continue
                 result.stored += 1
                 if letter is None:
                     result.unmatched += 1
@@ -98,11 +101,8 @@ class Replies:
     def record_unreadable(self, raw: bytes, problem: str, dedupe_key: str, received_at: float | None = None) -> bool:
         """Keep a signed post that could not be read, whole, for review; False if it was already kept."""
         with self.ledger.write() as db:
-            if db.execute(select(R.id).where(R.dedupe_key == dedupe_key)).first() is not None:
-                return False
-            db.execute(insert(S.replies).values(dedupe_key=dedupe_key, received_at=received_at or now(),
-                                                problem=problem, raw_z=zlib.compress(raw, 6)))
-            return True
+            return insert_once(db, S.replies, dict(dedupe_key=dedupe_key, received_at=received_at or now(),
+                                                   problem=problem, raw_z=zlib.compress(raw, 6)))
 
     def list(self, campaign_id: int | None = None, limit: int = 200) -> list:
         """Replies, newest first, with their letter's recipient; all campaigns when campaign_id is None."""

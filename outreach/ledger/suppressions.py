@@ -7,9 +7,10 @@ and the reports show who was left out and why.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 
 from outreach.ledger import schema as S
+from outreach.ledger.prepared import insert_once
 from outreach.ledger.writer import now
 
 X = S.suppressions.c
@@ -18,12 +19,8 @@ X = S.suppressions.c
 def suppress(db, email: str, reason: str, detail: str | None = None, event_id: int | None = None,
              at: float | None = None) -> bool:
     """Add `email` to the list inside an open transaction `db`; False if it was already there."""
-    key = email.strip().lower()
-    if db.execute(select(X.email_key).where(X.email_key == key)).first() is not None:
-        return False
-    db.execute(insert(S.suppressions).values(email_key=key, email=email.strip(), reason=reason, detail=detail,
-                                             event_id=event_id, created_at=at or now()))
-    return True
+    return insert_once(db, S.suppressions, dict(email_key=email.strip().lower(), email=email.strip(), reason=reason,
+                                                detail=detail, event_id=event_id, created_at=at or now()))
 
 
 class Suppressions:

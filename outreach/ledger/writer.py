@@ -15,6 +15,7 @@ beside it.
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import threading
@@ -32,6 +33,8 @@ Handler = Callable[[Any, list], list]
 # deadlock detected, serialization failure, unique violation (a key stored meanwhile).
 CONFLICTS = ("40P01", "40001", "23505")
 CONFLICT_RETRIES = 4
+
+log = logging.getLogger("outreach.ledger")
 
 
 def now() -> float:
@@ -114,6 +117,8 @@ class GroupWriter:
                 results = self._apply(db, group)
         except BaseException as e:  # noqa: BLE001 - handed to the callers
             if tries > 1 and conflict(e):
+                log.info("a transaction met another process's (%s); trying again",
+                         " ".join(str(getattr(e, "orig", e)).split())[:120])
                 time.sleep(random.uniform(0.005, 0.05) * (CONFLICT_RETRIES + 2 - tries))
                 self._write(group, tries - 1)
             elif len(group) > 1 and not isinstance(e, LedgerFailure):
