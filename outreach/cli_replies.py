@@ -28,7 +28,7 @@ def replies_ingest(app: App, file: Path) -> int:
         found = read_file(file)
     except ReplyError as e:
         raise UserError(str(e)) from None
-    result = app.ledger().replies.record(found)
+    result = app.ledger().replies.record(found, address=app.config.replies.address)
     echo(f"{file}: {count(result.received, 'reply', 'replies')}, {result.stored} new "
          f"({result.duplicates} already recorded); {result.matched} matched a letter"
          + (f" ({', '.join(f'{n} by {how}' for how, n in sorted(result.by.items()))})" if result.by else "")

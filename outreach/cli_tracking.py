@@ -80,30 +80,15 @@ def serve(app: App, host: str, port: int, dashboard_only: bool, workers: int) ->
 def _run_workers(n: int, make_app, sock) -> int:
     """Fork n processes serving `sock` (the kernel shares its connections out), and wait.
 
-    Ctrl-C or SIGTERM stops them all, each finishing what it was storing. A worker that
-    stops by itself stops the others too, with one line and exit 1, so a service manager
-    restarts the whole service rather than run on short-handed."""
+    Ctrl-C or SIGTERM stops them all, each finishing what it was storing; so does this
+    process's end, however it comes (a pipe only it holds closes). A worker that stops by
+    itself stops the others too, with one line and exit 1, so a service manager restarts
+    the whole service rather than run on short-handed."""
     import signal
 
     from outreach.webhook import run_server
 
     children: list[int] = []
-    for _ in range(n):
-        pid = os.fork()
-        if pid == 0:   # a worker: its own ledger and app; never returns into the parent's code
-            code = 1
-            try:
-                run_server(make_app(), sock)
-                code = 0
-            except KeyboardInterrupt:
-                code = 0
-            except BaseException as e:  # noqa: BLE001 - said in one line, then the parent stops the rest
-                echo(f"outreach serve: a worker failed: {type(e).__name__}: {one_line(str(e))}", err=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
-    sock.close()
-    echo(f"{n} worker processes ({', '.join(map(str, children))})", err=True)
     stopping = False
 
     def stop(signum=None, frame=None) -> None:
@@ -115,8 +100,32 @@ def _run_workers(n: int, make_app, sock) -> int:
             except ProcessLookupError:
                 pass
 
+    # Before forking: a stop asked for meanwhile reaches every worker already started.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    alive_read, alive_write = os.pipe()   # held open by this process only: its end is the workers' signal
+    for _ in range(n):
+        if stopping:
+            break
+        pid = os.fork()
+        if pid == 0:   # a worker: its own ledger and app; never returns into the parent's code
+            os.close(alive_write)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 1
+            try:
+                run_server(make_app(), sock, parent_fd=alive_read)
+                code = 0
+            except KeyboardInterrupt:
+                code = 0
+            except BaseException as e:  # noqa: BLE001 - said in one line, then the parent stops the rest
+                echo(f"outreach serve: a worker failed: {type(e).__name__}: {one_line(str(e))}", err=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+    os.close(alive_read)
+    echo(f"{len(children)} worker processes ({', '.join(map(str, children))})", err=True)
     status = EXIT_OK
     while children:
         pid, how = os.wait()

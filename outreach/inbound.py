@@ -116,7 +116,7 @@ def _decode(data: bytes, charset, fallback: str = "utf-8") -> str:
     """Bytes in the charset named, bad bytes as U+FFFD; in `fallback` if Python knows no such charset."""
     try:
         return data.decode(charset, errors="replace")
-    except (LookupError, TypeError):
+    except Exception:  # noqa: BLE001 - no such charset, or one that is no text codec (idna, ...)
         return data.decode(fallback, errors="replace")
 
 
@@ -223,11 +223,10 @@ def auto_reply_reason(msg) -> str | None:
     for name in ("X-Autoreply", "X-Autorespond"):
         if _raw_values(msg, name) and _header(msg, name).lower() not in ("no", "false"):
             return f"{name}: {_header(msg, name)}" if _header(msg, name) else name
-    suppress = _header(msg, "X-Auto-Response-Suppress")
-    if re.search(r"\b(oof|autoreply)\b", suppress, re.I):
-        return f"X-Auto-Response-Suppress: {suppress}"
+    # Not X-Auto-Response-Suppress (it asks others not to auto-reply, and is on people's mail
+    # too), nor Precedence: bulk (constituent-mail systems send real answers with it).
     precedence = _header(msg, "Precedence")
-    if precedence.strip().lower() in ("auto_reply", "bulk", "junk"):
+    if precedence.strip().lower() == "auto_reply":
         return f"Precedence: {precedence}"
     return _subject_marker(_header(msg, "Subject"))
 

@@ -136,13 +136,15 @@ def plan_campaign(cfg, name: str | None, contacts: Path | None = None, ledger=No
     templates = TemplateSet(cfg.resolve(campaign.templates), cfg.sender, name, campaign.subject)
     selection = select(contact_list.contacts, campaign.audience)
     plan = Plan(name, path, contact_list, selection, templates, list(selection.recipients))
+    replied: set[str] = set()
     if campaign.follow_up_of is not None:
-        wanted = _follow_up_audience(ledger, campaign, now, cfg)
-        plan.not_due = sum(1 for c in plan.audience if c.key not in wanted)
-        plan.audience = [c for c in plan.audience if c.key in wanted]
+        wanted, replied = _follow_up_audience(ledger, campaign, now, cfg)
+        plan.not_due = sum(1 for c in plan.audience if c.key not in wanted and c.key not in replied)
+        plan.audience = [c for c in plan.audience if c.key in wanted or c.key in replied]
     # Who gets no letter, and why (the first reason that holds).
     held = {c.key: terms.term_ended_reason(c.term_end) for c in plan.audience if terms.term_over(c.term_end, terms_at)}
     plan.term_ended = len(held)
+    held.update((key, states.STOPPED_ON_REPLY) for key in replied)
     if ledger is not None:
         held.update((key, states.SUPPRESSED_PREFIX + reason) for key, reason in ledger.suppressions.reasons().items())
         plan.campaign_id = ledger.campaigns.id(name, create=False)
@@ -211,20 +213,21 @@ def render_every_letter(cfg, name: str) -> Plan:
     return plan
 
 
-def _follow_up_audience(ledger, campaign, now: float, cfg) -> set[str]:
-    """Recipients (email keys) of the first campaign whose letter is in the wanted state for
-    `after_days` days, less those who replied to it or to any of its follow-ups (stop on reply:
-    the recipient is the unit)."""
+def _follow_up_audience(ledger, campaign, now: float, cfg) -> tuple[set[str], set[str]]:
+    """(wanted, replied): recipients (email keys) of the first campaign whose letter is in the
+    wanted state for `after_days` days; and those who replied to it or to any of its follow-ups,
+    whom no follow-up writes to again (stop on reply: the recipient is the unit)."""
     if ledger is None:
-        return set()
+        return set(), set()
     first = ledger.campaigns.id(campaign.follow_up_of, create=False)
     if first is None:
-        return set()
+        return set(), set()
     wanted = ledger.letters.in_states(first, states.FOLLOW_UP[campaign.audience.status],
                                       now - campaign.after_days * 86400)
     family = [campaign.follow_up_of] + [n for n, c in cfg.campaigns.items() if c.follow_up_of == campaign.follow_up_of]
     ids = [i for i in (ledger.campaigns.id(n, create=False) for n in family) if i is not None]
-    return wanted - ledger.replies.repliers(ids)
+    replied = ledger.replies.repliers(ids)
+    return wanted - replied, replied
 
 
 def shown_reason(reason: str) -> str:

@@ -55,8 +55,9 @@ FOLLOW_UP = {
     # also leaves out recipients who replied to an earlier follow-up: see plan.py).
     "not_replied": frozenset({"accepted", "delivered", "opened", "clicked", "deferred", "unknown"}),
 }
-# A follow-up never goes to a recipient who replied to the campaign or any of its follow-ups.
-REPLIED = "replied"
+# A follow-up never goes to a recipient who replied to the campaign or any of its follow-ups:
+# its letter is skipped for this reason (for good: a reply is not taken back).
+STOPPED_ON_REPLY = "stopped on reply: the office replied to this campaign"
 
 # A bounced letter's reason starts with its bounce type: "blocked: ..." is the receiving
 # server refusing for now (worth sending again); "bounce: ..." is a dead address.

@@ -69,7 +69,8 @@ def create_app(cfg, ledger, *, public_key=None, routes: Sequence = (), clock: Ca
     if cfg.replies.address:
         if webhook:
             key = inbound_key if inbound_key is not None else inbound_key_from_env(cfg)
-            inbound = InboundReceiver(ledger.replies, key, cfg.webhook.max_age_s, cfg.replies.max_body_bytes, clock)
+            inbound = InboundReceiver(ledger.replies, cfg.replies.address, key, cfg.webhook.max_age_s,
+                                      cfg.replies.max_body_bytes, clock)
             posts.append(Route(INBOUND_PATH, inbound.handle, methods=["POST"]))
         else:
             posts.append(Route(INBOUND_PATH, _webhook_off, methods=["POST"]))
@@ -110,6 +111,7 @@ class EventReceiver:
     """The endpoint: check the signature, read at most max_body bytes, parse, store, answer."""
 
     LIMIT_KEY = "[webhook] max_body_bytes"
+    SLOW_STATUS = 408
 
     def __init__(self, store: Callable[..., Future], public_key, max_age_s: float, max_body: int,
                  clock: Callable[[], float]):
@@ -191,7 +193,7 @@ class EventReceiver:
             return None, refuse(503, "too many large posts at once; retry later")
         except BodyTooSlow as e:
             # Closing the connection: the rest of its body is never read.
-            response = refuse(408, str(e))
+            response = refuse(self.SLOW_STATUS, str(e))
             response.headers["Connection"] = "close"
             return None, response
         except ClientDisconnect:
@@ -256,10 +258,14 @@ class InboundReceiver(EventReceiver):
     """
 
     LIMIT_KEY = "[replies] max_body_bytes"
+    # Inbound Parse retries only 5xx: a reply cut off for being slow is asked for again, not lost.
+    SLOW_STATUS = 503
 
-    def __init__(self, replies, public_key, max_age_s: float, max_body: int, clock: Callable[[], float]):
+    def __init__(self, replies, address: str, public_key, max_age_s: float, max_body: int,
+                 clock: Callable[[], float]):
         super().__init__(None, public_key, max_age_s, max_body, clock)
         self.replies = replies
+        self.address = address
 
     async def _handle(self, request, refuse, held, signature: str, timestamp: str):
         import hashlib
@@ -277,13 +283,14 @@ class InboundReceiver(EventReceiver):
         try:
             try:
                 reply = await run_in_threadpool(parse_inbound_post, request.headers.get("content-type", ""), body)
-            except ReplyError as e:
+            except Exception as e:  # noqa: BLE001 - a signed post we cannot read is kept, never refused
+                problem = one_line(str(e)) if isinstance(e, ReplyError) else f"{type(e).__name__}: {one_line(str(e))}"
                 key = "sha256:" + hashlib.sha256(body).hexdigest()
-                kept = await run_in_threadpool(self.replies.record_unreadable, body, str(e), key)
+                kept = await run_in_threadpool(self.replies.record_unreadable, body, problem[:500], key)
                 log.warning("kept a signed reply that could not be read, for review (`outreach replies list`): %s",
-                            one_line(str(e)))
-                return JSONResponse({"stored": int(kept), "unreadable": one_line(str(e))})
-            result = await run_in_threadpool(self.replies.record, [reply])
+                            problem[:300])
+                return JSONResponse({"stored": int(kept), "unreadable": problem[:500]})
+            result = await run_in_threadpool(self.replies.record, [reply], None, self.address)
         except Exception as e:  # noqa: BLE001 - an unstored reply must be retried by SendGrid, not lost
             log.error("could not store a reply (%s: %s); answered 503 so SendGrid retries it",
                       type(e).__name__, one_line(str(e))[:300])
@@ -343,10 +350,24 @@ def _quiet_cancellations(loop, context: dict) -> None:
     loop.default_exception_handler(context)
 
 
-def run_server(app, sock) -> None:
-    """Serve `app` on a listening socket until Ctrl-C or SIGTERM, as `outreach serve` does."""
+def run_server(app, sock, parent_fd: int | None = None) -> None:
+    """Serve `app` on a listening socket until Ctrl-C or SIGTERM, as `outreach serve` does; a worker
+    of `serve --workers` also stops when `parent_fd` (a pipe its parent holds open) closes: a
+    parent killed outright leaves no worker behind."""
     _allow_many_sockets()
-    asyncio.run(serve_app(app, sock))
+    trigger = None if parent_fd is None else (lambda: _until_stopped(parent_fd))
+    asyncio.run(serve_app(app, sock, trigger))
+
+
+async def _until_stopped(parent_fd: int) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    loop.add_reader(parent_fd, stopped.set)    # readable at end of file: the parent is gone
+    await stopped.wait()
 
 
 def _allow_many_sockets() -> None:

@@ -149,5 +149,28 @@ def test_a_worker_that_dies_stops_the_service_with_one_line(project, pg_url, sig
     err = proc.log.read()
     assert proc.returncode == 1
     assert f"worker {children[0]} stopped" in err and "stopping the others" in err and "Traceback" not in err
-    time.sleep(0.2)
-    assert subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).returncode == 1
+    assert not any(alive(int(pid)) for pid in children)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone but for its exit status.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
+
+
+def test_a_parent_killed_outright_leaves_no_worker_behind(project, pg_url, signing_key):
+    pg_project(project, pg_url)
+    proc, url = start_serve(project, signing_key, "--workers", "2")
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+    assert len(children) == 2
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.time() + 15
+    while any(alive(pid) for pid in children):
+        assert time.time() < deadline, "a worker outlived its parent"
+        time.sleep(0.1)

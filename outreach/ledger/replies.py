@@ -3,23 +3,26 @@
 A reply names its letter in one of three ways, tried in order:
 
 1. the address it was sent to: each letter's Reply-To is `local+LETTER_ID@domain`
-   of `[replies] address`, which survives forwarding and rewritten subjects;
+   of `[replies] address` (only that address counts), which survives forwarding
+   and rewritten subjects;
 2. its thread: In-Reply-To / References carry the letter's own Message-ID
    (`<LETTER_ID.CAMPAIGN@domain>`, set by us at sending);
 3. its sender: the latest letter sent to that address, in any campaign (so a
    reply to a follow-up belongs to the follow-up's letter).
 
 A reply that matches no letter is kept for review. A person's reply moves its
-letter to `replied`, whatever its state (a skipped letter was never sent and
-stays skipped); an automatic reply (out of office, ...) is kept but changes
-nothing. A reply delivered again (SendGrid retrying, a file ingested twice) is
+letter to `replied` if the letter left us (a letter still to send, or skipped,
+keeps its state: a reply cannot stop a letter that was never sent); an
+automatic reply (out of office, ...) is kept but changes nothing. A reply delivered again (SendGrid retrying, a file ingested twice) is
 stored once, by its Message-ID or, without one, a hash of the message.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -28,15 +31,15 @@ from sqlalchemy import select, update
 from outreach import states
 from outreach.ledger import schema as S
 from outreach.ledger.prepared import insert_once
-from outreach.ledger.writer import now
+from outreach.ledger.writer import CONFLICT_RETRIES, conflict, now
 
 L = S.letters.c
 R = S.replies.c
 
-LETTER_ID = re.compile(r"[0-9a-f]{20}")
-_TAGGED = re.compile(r"\+([0-9a-f]{20})@", re.I)          # local+LETTER_ID@domain
 _THREAD = re.compile(r"([0-9a-f]{20})\.[^@]*@", re.I)      # LETTER_ID.CAMPAIGN@domain (not test-...)
 TEXT_LIMIT = 100_000
+# A real thread names a handful of messages: more candidates than this are not looked at.
+MAX_CANDIDATES = 50
 # The letters a sender's reply may answer: any that left us.
 _ANSWERABLE = sorted(states.SENT | {"unknown"})
 
@@ -57,10 +60,21 @@ class Replies:
     def __init__(self, ledger):
         self.ledger = ledger
 
-    def record(self, replies: list, received_at: float | None = None) -> ReplyResult:
-        """Store parsed replies (outreach.inbound.Reply), matching each to its letter, in one transaction."""
+    def record(self, replies: list, received_at: float | None = None, address: str | None = None) -> ReplyResult:
+        """Store parsed replies (outreach.inbound.Reply), matching each to its letter, in one transaction
+        (tried again if it meets another process's); `address`: [replies] address, whose tags name letters."""
+        for tries_left in range(CONFLICT_RETRIES, -1, -1):
+            try:
+                return self._record(replies, received_at or now(), address)
+            except Exception as e:  # noqa: BLE001 - only a conflict is tried again
+                if not tries_left or not conflict(e):
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
+        raise AssertionError("unreachable")
+
+    def _record(self, replies: list, t: float, address: str | None) -> ReplyResult:
         result = ReplyResult(received=len(replies))
-        t = received_at or now()
+        tagged = _tag_pattern(address)
         with self.ledger.write() as db:
             keys = [r.dedupe_key for r in replies]
             seen = set()
@@ -73,13 +87,15 @@ class Replies:
                     result.duplicates += 1
                     continue
                 seen.add(reply.dedupe_key)
-                letter, how = _match(db, reply)
+                letter, how = _match(db, reply, tagged)
                 if not insert_once(db, S.replies, dict(
                     letter_id=letter.id if letter else None, campaign_id=letter.campaign_id if letter else None,
-                    matched_by=how, dedupe_key=reply.dedupe_key, sender=reply.sender, sender_name=reply.sender_name,
-                    sent_at=reply.sent_at, received_at=t, subject=reply.subject, text=reply.text[:TEXT_LIMIT],
-                    attachments=json.dumps([[name, size] for name, size in reply.attachments]),
-                    spam_score=reply.spam_score, spam_report=reply.spam_report, auto_reply=reply.auto_reply)):
+                    matched_by=how, dedupe_key=_text(reply.dedupe_key), sender=_text(reply.sender),
+                    sender_name=_text(reply.sender_name), sent_at=reply.sent_at, received_at=t,
+                    subject=_text(reply.subject), text=_text(reply.text[:TEXT_LIMIT]),
+                    attachments=json.dumps([[_text(name), size] for name, size in reply.attachments]),
+                    spam_score=reply.spam_score, spam_report=_text(reply.spam_report),
+                    auto_reply=_text(reply.auto_reply))):
                     result.duplicates += 1      # stored meanwhile by another process
                     continue
                 result.stored += 1
@@ -90,10 +106,11 @@ class Replies:
                 result.by[how] = result.by.get(how, 0) + 1
                 if reply.auto_reply:
                     result.automatic += 1
-                elif letter.status not in ("skipped", "replied"):
+                elif letter.status in _ANSWERABLE and letter.status != "replied":
                     replied.add(letter.id)
-            for letter_id in replied:
-                db.execute(update(S.letters).where(L.id == letter_id, L.status.notin_(["skipped", "replied"]))
+            for letter_id in sorted(replied):   # in id order, as the event store locks letters
+                db.execute(update(S.letters).where(L.id == letter_id, L.status.in_(_ANSWERABLE),
+                                                   L.status != "replied")
                            .values(status="replied", reason=None, updated_at=t))
             result.letters_replied = len(replied)
         return result
@@ -102,7 +119,7 @@ class Replies:
         """Keep a signed post that could not be read, whole, for review; False if it was already kept."""
         with self.ledger.write() as db:
             return insert_once(db, S.replies, dict(dedupe_key=dedupe_key, received_at=received_at or now(),
-                                                   problem=problem, raw_z=zlib.compress(raw, 6)))
+                                                   problem=_text(problem), raw_z=zlib.compress(raw, 6)))
 
     def list(self, campaign_id: int | None = None, limit: int = 200) -> list:
         """Replies, newest first, with their letter's recipient; all campaigns when campaign_id is None."""
@@ -139,20 +156,34 @@ class Replies:
                 select(L.email_key).where(L.campaign_id.in_(campaign_ids), L.status == "replied"))}
 
 
-def _match(db, reply):
+def _tag_pattern(address: str | None):
+    """`local+LETTER_ID@domain` of the replies address, or None (no address: no tags count)."""
+    if not address:
+        return None
+    local, _, domain = address.lower().rpartition("@")
+    return re.compile(re.escape(local) + r"\+([0-9a-f]{20})@" + re.escape(domain))
+
+
+def _text(value):
+    """Text as every database stores it: PostgreSQL refuses NUL, so it goes."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def _match(db, reply, tagged):
     """(letter row, how) for a reply, or (None, None)."""
-    ids = [m.group(1).lower() for address in reply.to for m in [_TAGGED.search(address)] if m]
+    ids = [m.group(1) for address in reply.to[:MAX_CANDIDATES] if tagged
+           for m in [tagged.fullmatch(address.strip().lower())] if m]
     found = _letter(db, ids)
     if found is not None:
         return found, "address"
-    ids = [m.group(1).lower() for ref in reply.refers_to
+    ids = [m.group(1).lower() for ref in reply.refers_to[:MAX_CANDIDATES]
            if not ref.lower().startswith("test-") for m in [_THREAD.match(ref)] if m]
     found = _letter(db, ids)
     if found is not None:
         return found, "thread"
     if reply.sender:
         latest = db.execute(
-            select(L.id, L.campaign_id, L.status).where(L.email_key == reply.sender.lower(),
+            select(L.id, L.campaign_id, L.status).where(L.email_key == _text(reply.sender.lower()),
                                                         L.status.in_(_ANSWERABLE))
             .order_by(L.accepted_at.is_(None), L.accepted_at.desc(), L.created_at.desc()).limit(1)).first()
         if latest is not None:
