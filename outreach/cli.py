@@ -149,9 +149,10 @@ def run(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return EXIT_BAD_INPUT
-    except click.Abort:
+    except click.Abort as e:
         click.echo("outreach: aborted; nothing more was done", err=True)
-        return EXIT_ATTENTION
+        # Click turns a Ctrl-C it meets into Abort: an interruption still ends as one (130).
+        return EXIT_INTERRUPTED if isinstance(e.__cause__, KeyboardInterrupt) else EXIT_ATTENTION
     except UserError as e:
         from outreach.text import visible
 

@@ -193,3 +193,15 @@ def test_campaign_new_copies_the_letters_and_adds_the_table(project, outreach, t
         r = outreach("--config", project.config, "campaign", "new", name)
         assert r.code == 2 and words in r.err and project.config.read_text() == after
         assert_no_traceback(r)
+
+
+def test_a_ctrl_c_that_click_meets_still_exits_130(project, outreach, monkeypatch):
+    """Click turns a KeyboardInterrupt it catches into Abort: still one line, and 130, not 1."""
+    from outreach import run as campaign_run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(campaign_run, "plan_campaign", interrupted)
+    r = outreach("--config", project.config, "send")
+    assert r.code == 130 and r.err.strip() == "outreach: aborted; nothing more was done"
