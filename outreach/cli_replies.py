@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -91,6 +90,8 @@ def replies_show(app: App, reply_id: int, as_json: bool) -> int:
     if r.sent_at:
         echo(f"date: {local_time(r.sent_at, '%Y-%m-%d %H:%M')}")
     echo(f"subject: {visible(r.subject)}")
+    import json
+
     for name, size in json.loads(r.attachments or "[]"):
         echo(f"attachment: {visible(name)} ({size:,} bytes; not kept)")
     if r.spam_score is not None:
@@ -101,6 +102,8 @@ def replies_show(app: App, reply_id: int, as_json: bool) -> int:
 
 
 def _row(r) -> dict:
+    import json
+
     return {"id": r.id, "letter_id": r.letter_id, "matched_by": r.matched_by, "office": r.office,
             "office_email": r.office_email, "bioguide_id": r.bioguide_id, "sender": r.sender,
             "sender_name": r.sender_name, "sent_at": utc_iso(r.sent_at) if r.sent_at else None,
