@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outreach.errors import UserError
+from outreach.progress import Quiet
 
 BASE_URL = "https://unitedstates.github.io/congress-legislators"
 LEGISLATORS, COMMITTEES = "legislators-current.yaml", "committee-membership-current.yaml"
@@ -227,7 +228,7 @@ def _fetch(url: str, target: Path, progress, timeout_s: float) -> Path:
         with urllib.request.urlopen(url, timeout=timeout_s) as answer, open(partial, "wb") as out:
             total = int(answer.headers.get("Content-Length") or 0)
             bar = progress(total, f"downloading {target.name}") if progress and total else None
-            with bar if bar is not None else _Nothing() as shown:
+            with bar if bar is not None else Quiet() as shown:
                 while chunk := answer.read(1 << 16):
                     out.write(chunk)
                     shown.advance(len(chunk))
@@ -243,12 +244,3 @@ def _fetch(url: str, target: Path, progress, timeout_s: float) -> Path:
     return target
 
 
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def advance(self, n: int = 1) -> None:
-        pass

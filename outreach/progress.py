@@ -39,3 +39,16 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class Quiet:
+    """Progress that shows nothing: for callers with no one to show it to."""
+
+    def __enter__(self) -> "Quiet":
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -23,6 +23,7 @@ from outreach.dispatch import Dispatcher, DispatchSummary, NoRecord, Outgoing
 from outreach.errors import UserError
 from outreach.message import Message, message_for, replies_address
 from outreach.plan import Plan, plan_campaign, skipped_ids
+from outreach.progress import Quiet
 from outreach.run_summary import (  # noqa: F401 - the run's vocabulary, used by its callers
     DRY_RUN, LIVE, PREVIEW, RETRY, TEST, Request, Summary, describe, still_sample,
 )
@@ -258,7 +259,7 @@ class CampaignRun:
         by_id = {letter.letter_id: letter for letter in summary.letters}
 
         tests: dict[str, tuple] = {}   # each test copy's last answer (one refused, then accepted: accepted)
-        with (self.progress(total, label) if self.progress else _Quiet()) as bar:
+        with (self.progress(total, label) if self.progress else Quiet()) as bar:
             def done(item: Outgoing, status: str, result) -> None:
                 if self.request.mode == TEST:
                     tests[item.letter_id] = (by_id[item.letter_id], result)
@@ -339,17 +340,6 @@ def check_test_address(cfg, address: str | None) -> None:
     if not address or address.lower() not in allowed:
         raise UserError(f"--test-to {address}: not one of your own addresses; test copies go to [sender] "
                         f"email, reply_to or test_to in {cfg.path}; nothing was sent")
-
-
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def advance(self, n: int = 1) -> None:
-        pass
 
 
 class _Ahead:

@@ -127,7 +127,7 @@ class EventReceiver:
         self._room: asyncio.Condition | None = None   # made in the server's event loop, on first use
 
     async def handle(self, request):
-        """POST /webhooks/sendgrid."""
+        """A signed post: the headers checked, the body read in time and verified, then stored."""
         from starlette.responses import JSONResponse
 
         def refuse(code: int, why: str) -> JSONResponse:
@@ -143,24 +143,25 @@ class EventReceiver:
             return refuse(403, problem)
         held = [0]
         try:
-            return await self._handle(request, refuse, held, signature, timestamp)
+            body, refused = await self._body(request, refuse, held)
+            if refused is not None:
+                return refused
+            if not verify_signature(self.public_key, signature, timestamp, body):
+                return refuse(403, "the signature does not verify")
+            return await self._store(request, body, refuse)
         finally:
             if held[0]:
                 self.buffered -= held[0]
                 async with self._room:
                     self._room.notify_all()
 
-    async def _handle(self, request, refuse, held, signature: str, timestamp: str):
+    async def _store(self, request, body: bytes, refuse):
+        """A signed, verified body: parse it, store its events, answer."""
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import JSONResponse
 
         from outreach.events import EventError, parse_post
 
-        body, refused = await self._body(request, refuse, held)
-        if refused is not None:
-            return refused
-        if not verify_signature(self.public_key, signature, timestamp, body):
-            return refuse(403, "the signature does not verify")
         try:
             # Parsing runs in a worker thread, so the event loop keeps reading other posts;
             # storing in the ledger's writer thread, together with whatever else is waiting.
@@ -267,7 +268,7 @@ class InboundReceiver(EventReceiver):
         self.replies = replies
         self.address = address
 
-    async def _handle(self, request, refuse, held, signature: str, timestamp: str):
+    async def _store(self, request, body: bytes, refuse):
         import hashlib
 
         from starlette.concurrency import run_in_threadpool
@@ -275,11 +276,6 @@ class InboundReceiver(EventReceiver):
 
         from outreach.inbound import ReplyError, parse_inbound_post
 
-        body, refused = await self._body(request, refuse, held)
-        if refused is not None:
-            return refused
-        if not verify_signature(self.public_key, signature, timestamp, body):
-            return refuse(403, "the signature does not verify")
         try:
             try:
                 reply = await run_in_threadpool(parse_inbound_post, request.headers.get("content-type", ""), body)

@@ -332,6 +332,17 @@ def test_serve_without_a_usable_key_exits_2_naming_the_variable(project, outreac
     assert "c2VjcmV0" not in r.err
 
 
+def first_answer(proc, port: int, signing_key) -> tuple[int, dict]:
+    """The answer to GOOD, posted as soon as `outreach serve` (proc) listens on `port`."""
+    deadline = time.time() + 15
+    while True:
+        try:
+            return send(SimpleNamespace(url=f"http://127.0.0.1:{port}{PATH}"), signing_key, GOOD)
+        except urllib.error.URLError:
+            assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+
+
 def test_outreach_serve_receives_signed_events_until_stopped(project, signing_key):
     ledger = ledger_with_letters(project.root, {"a": "accepted"})
     with socket.socket() as s:
@@ -343,14 +354,7 @@ def test_outreach_serve_receives_signed_events_until_stopped(project, signing_ke
                             stderr=subprocess.PIPE, text=True)
     try:
         assert f"http://127.0.0.1:{port}{PATH}" in proc.stderr.readline()
-        deadline = time.time() + 15
-        while True:
-            try:
-                code, answer = send(SimpleNamespace(url=f"http://127.0.0.1:{port}{PATH}"), signing_key, GOOD)
-                break
-            except urllib.error.URLError:
-                assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.05)
+        code, answer = first_answer(proc, port, signing_key)
         assert code == 200 and answer["stored"] == 1
         assert statuses(ledger)["a"] == "delivered"
     finally:
@@ -378,14 +382,7 @@ def test_serve_dashboard_only_needs_no_key_and_answers_webhook_posts_503_saying_
     try:
         first = proc.stderr.readline()
         assert "The webhook is off (--dashboard-only)" in first and f":{port}{PATH}" in first
-        deadline = time.time() + 15
-        while True:
-            try:
-                code, answer = send(SimpleNamespace(url=f"http://127.0.0.1:{port}{PATH}"), signing_key, GOOD)
-                break
-            except urllib.error.URLError:
-                assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
-                time.sleep(0.05)
+        code, answer = first_answer(proc, port, signing_key)
         assert code == 503 and "--dashboard-only" in answer["error"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/login") as page:
             assert page.status == 200

@@ -20,9 +20,7 @@ stored once, by its Message-ID or, without one, a hash of the message.
 from __future__ import annotations
 
 import json
-import random
 import re
-import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -31,7 +29,7 @@ from sqlalchemy import select, update
 from outreach import states
 from outreach.ledger import schema as S
 from outreach.ledger.prepared import insert_once
-from outreach.ledger.writer import CONFLICT_RETRIES, conflict, now
+from outreach.ledger.writer import now, retrying_conflicts
 
 L = S.letters.c
 R = S.replies.c
@@ -63,14 +61,8 @@ class Replies:
     def record(self, replies: list, received_at: float | None = None, address: str | None = None) -> ReplyResult:
         """Store parsed replies (outreach.inbound.Reply), matching each to its letter, in one transaction
         (tried again if it meets another process's); `address`: [replies] address, whose tags name letters."""
-        for tries_left in range(CONFLICT_RETRIES, -1, -1):
-            try:
-                return self._record(replies, received_at or now(), address)
-            except Exception as e:  # noqa: BLE001 - only a conflict is tried again
-                if not tries_left or not conflict(e):
-                    raise
-                time.sleep(random.uniform(0.005, 0.05))
-        raise AssertionError("unreachable")
+        t = received_at or now()
+        return retrying_conflicts(lambda: self._record(replies, t, address))
 
     def _record(self, replies: list, t: float, address: str | None) -> ReplyResult:
         result = ReplyResult(received=len(replies))

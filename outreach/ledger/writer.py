@@ -46,6 +46,26 @@ def conflict(error: BaseException) -> bool:
     return getattr(getattr(error, "orig", None), "sqlstate", None) in CONFLICTS
 
 
+def after_conflict(error: BaseException, attempt: int) -> None:
+    """Say that a transaction met another one, and wait a little longer at each attempt (1, 2, ...)
+    with jitter, so the two do not meet again at once."""
+    log.info("a transaction met another process's (%s); trying again",
+             " ".join(str(getattr(error, "orig", error)).split())[:120])
+    time.sleep(random.uniform(0.005, 0.05) * attempt)
+
+
+def retrying_conflicts(write: Callable[[], Any]):
+    """`write()` (one transaction), tried again up to CONFLICT_RETRIES times if it meets another."""
+    for attempt in range(1, CONFLICT_RETRIES + 1):
+        try:
+            return write()
+        except Exception as e:  # noqa: BLE001 - only a conflict is tried again
+            if not conflict(e):
+                raise
+            after_conflict(e, attempt)
+    return write()
+
+
 class _Op:
     __slots__ = ("handler", "payload", "weight", "future", "on_error")
 
@@ -117,9 +137,7 @@ class GroupWriter:
                 results = self._apply(db, group)
         except BaseException as e:  # noqa: BLE001 - handed to the callers
             if tries > 1 and conflict(e):
-                log.info("a transaction met another process's (%s); trying again",
-                         " ".join(str(getattr(e, "orig", e)).split())[:120])
-                time.sleep(random.uniform(0.005, 0.05) * (CONFLICT_RETRIES + 2 - tries))
+                after_conflict(e, CONFLICT_RETRIES + 2 - tries)
                 self._write(group, tries - 1)
             elif len(group) > 1 and not isinstance(e, LedgerFailure):
                 for op in group:  # alone, each in its own transaction: the bad one fails by itself
